@@ -1,0 +1,152 @@
+"""Mini-batch gradient descent with the cyclical learning rate.
+
+Pure: arrays and settings in, parameters and history out; progress goes to a callback the caller
+passes in (the pipeline uses it to log to MLflow, report to Optuna and prune).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from model.network import Params, evaluate, gradients, init_params
+from model.schedule import cyclic_eta
+
+N_CLASSES = 10
+
+
+class DivergedError(ArithmeticError):
+    """Training produced a non-finite cost: λ or η too large for this data."""
+
+    def __init__(self, step: int, detail: str = "non-finite cost"):
+        super().__init__(f"training diverged at step {step}: {detail}; try a smaller λ or eta_max")
+        self.step = step
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training run's hyper-parameters (the report's names)."""
+
+    lam: float = 0.01
+    hidden: int = 50
+    batch_size: int = 100
+    eta_min: float = 1e-5
+    eta_max: float = 1e-1
+    n_s: int = 500
+    cycles: int = 1
+    checkpoints_per_cycle: int = 10
+    seed: int = 0
+    eval_chunk: int = 5000
+
+    def __post_init__(self):
+        for name in ("hidden", "batch_size", "n_s", "cycles", "checkpoints_per_cycle", "eval_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
+        if self.lam < 0:
+            raise ValueError(f"λ must be ≥ 0; got {self.lam}")
+        if not 0 < self.eta_min <= self.eta_max:
+            raise ValueError(f"need 0 < eta_min ≤ eta_max; got {self.eta_min}, {self.eta_max}")
+
+    @property
+    def total_steps(self) -> int:
+        return 2 * self.n_s * self.cycles
+
+    def checkpoint_steps(self) -> list[int]:
+        """Evenly spaced update steps at which to evaluate; the last is the end of training."""
+        n = self.checkpoints_per_cycle * self.cycles
+        return sorted({max(1, round(i * self.total_steps / n)) for i in range(1, n + 1)})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy", "eta")
+
+
+@dataclass
+class TrainResult:
+    params: Params
+    history: dict[str, list] = field(default_factory=lambda: {"step": [], **{k: [] for k in METRICS}})
+
+    def best(self, key: str = "val_accuracy") -> float:
+        return max(self.history[key])
+
+    def final(self, key: str = "val_accuracy") -> float:
+        return self.history[key][-1]
+
+
+Checkpoint = Callable[[int, dict], None]
+
+
+def checkpoint_metrics(params: Params, train_set, val_set, s: TrainSettings, step: int) -> dict:
+    """Train and validation loss, cost, accuracy, and η at this step."""
+    out = {"eta": cyclic_eta(step, s.eta_min, s.eta_max, s.n_s)}
+    for prefix, (X, y) in (("train", train_set), ("val", val_set)):
+        out |= {f"{prefix}_{k}": v for k, v in evaluate(params, X, y, s.lam, s.eval_chunk).items()}
+    return out
+
+
+def batches(n: int, B: int, rng: np.random.Generator):
+    """Index arrays of B samples, a fresh permutation each epoch; the partial last batch is dropped."""
+    while True:
+        perm = rng.permutation(n)
+        for i in range(0, n - B + 1, B):
+            yield perm[i : i + B]
+
+
+def train(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    settings: TrainSettings,
+    on_checkpoint: Checkpoint | None = None,
+) -> TrainResult:
+    """Train the network for settings.cycles cycles (2·n_s·cycles update steps).
+
+    X: (n, d) float32 C-contiguous, y: (n,) int labels; X_val, y_val likewise. At each checkpoint
+    step, train and validation loss/cost/accuracy and η are appended to the history and passed to
+    on_checkpoint(step, metrics); an exception raised there stops training and propagates.
+    Raises DivergedError when the cost stops being finite.
+    """
+    s = settings
+    n, d = X.shape
+    if s.batch_size > n:
+        raise ValueError(f"batch_size {s.batch_size} is larger than the training set ({n} samples)")
+    rng = np.random.default_rng(s.seed)
+    params = init_params(d, s.hidden, N_CLASSES, rng, dtype=X.dtype)
+    grads = params.empty_like()
+    result = TrainResult(params)
+    # Gathering each batch into one small buffer avoids copying the whole set every epoch.
+    Xb = np.empty((s.batch_size, d), dtype=X.dtype)
+    yb = np.empty(s.batch_size, dtype=np.intp)
+    checkpoints = set(s.checkpoint_steps())
+    order = batches(n, s.batch_size, rng)
+    pairs = list(zip(params.items(), grads.items(), strict=True))
+    for t in range(s.total_steps):
+        idx = next(order)
+        np.take(X, idx, axis=0, out=Xb, mode="clip")  # 'clip' avoids a full-size temporary
+        np.take(y, idx, out=yb, mode="clip")
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected just below
+            _, P = gradients(params, Xb, yb, s.lam, out=grads)
+        if not np.isfinite(P[:, 0]).all():
+            raise DivergedError(t, "non-finite class probabilities")
+        eta = cyclic_eta(t, s.eta_min, s.eta_max, s.n_s)
+        for (_, p), (_, g) in pairs:
+            g *= eta
+            p -= g
+        step = t + 1
+        if step in checkpoints:
+            with np.errstate(over="ignore", invalid="ignore"):
+                metrics = checkpoint_metrics(params, (X, y), (X_val, y_val), s, step)
+            if not (np.isfinite(metrics["train_cost"]) and np.isfinite(metrics["val_cost"])):
+                raise DivergedError(step)
+            result.history["step"].append(step)
+            for k in METRICS:
+                result.history[k].append(metrics[k])
+            if on_checkpoint is not None:
+                on_checkpoint(step, metrics)
+    return result

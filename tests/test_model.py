@@ -1,0 +1,185 @@
+"""The NumPy core: gradients, schedule, training behaviour, purity."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from model import gradcheck, network
+from model.schedule import cyclic_eta
+from model.train import DivergedError, TrainSettings, train
+
+
+def blobs(n=600, d=20, k=10, seed=0, spread=3.0):
+    """A learnable problem: each class is a Gaussian blob around its own centre."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, d)) * spread
+    y = rng.integers(0, k, n)
+    X = (centres[y] + rng.standard_normal((n, d))).astype(np.float32)
+    return X, y
+
+
+def test_gradients_match_centered_differences_in_float64():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((10, 30))
+    y = rng.integers(0, 10, 10)
+    params = network.init_params(30, 8, 10, rng, dtype=np.float64)
+    table = gradcheck.compare(params, X, y, lam=0.1)
+    assert set(table) == {"W1", "b1", "W2", "b2"}
+    for name, row in table.items():
+        assert row["max_rel"] < 1e-6, (name, row)
+        assert row["max_abs"] < 1e-8, (name, row)
+
+
+def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((5, 6)), rng.integers(0, 10, 5)
+    params = network.init_params(6, 4, 10, rng, dtype=np.float64)
+    real = network.gradients
+
+    def off_by_lambda(p, X, y, lam, out=None):
+        g, P = real(p, X, y, 0.0, out)  # forgets the regulariser
+        return g, P
+
+    monkeypatch.setattr(gradcheck, "gradients", off_by_lambda)
+    table = gradcheck.compare(params, X, y, lam=0.5)
+    assert table["W1"]["max_rel"] > 1e-3 and table["b1"]["max_rel"] < 1e-6
+
+
+def test_gradcheck_on_first_k_samples_and_d_dims():
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((50, 100)), rng.integers(0, 10, 50)
+    table = gradcheck.check(X, y, hidden=5, lam=0.01, k=3, dims=7)
+    assert all(row["max_rel"] < 1e-6 for row in table.values())
+
+
+def test_softmax_does_not_overflow():
+    S = np.array([[1000.0, 1000.0, -1000.0], [-1e4, 0.0, 1e4]], dtype=np.float32)
+    P = network.softmax(S)
+    assert np.isfinite(P).all()
+    assert_allclose(P.sum(axis=1), 1.0, rtol=1e-6)
+    assert_allclose(P[0], [0.5, 0.5, 0.0], atol=1e-6)
+
+
+def test_loss_cost_accuracy_by_hand():
+    params = network.Params(
+        W1=np.eye(2), b1=np.zeros(2), W2=np.array([[1.0, 0.0], [0.0, 1.0]] + [[0.0, 0.0]] * 8), b2=np.zeros(10)
+    )
+    X = np.array([[2.0, 0.0], [0.0, 3.0]])
+    y = np.array([0, 0])
+    # scores: row 0 = [2, 0, 0...], row 1 = [0, 3, 0...]
+    l0 = -2 + np.log(np.exp(2) + 9)
+    l1 = np.log(np.exp(3) + 9)
+    assert network.loss(params, X, y) == pytest.approx((l0 + l1) / 2)
+    assert network.cost(params, X, y, 0.5) == pytest.approx((l0 + l1) / 2 + 0.5 * 4)
+    assert network.accuracy(params, X, y) == 0.5
+    ev = network.evaluate(params, X, y, 0.5, chunk=1)
+    assert ev == pytest.approx({"loss": (l0 + l1) / 2, "cost": (l0 + l1) / 2 + 2, "accuracy": 0.5})
+
+
+def test_a_single_step_by_hand():
+    """One sample, a zero network: P is uniform, so only b2 moves, by η(P − Y)."""
+    params = network.Params(np.zeros((3, 4)), np.zeros(3), np.zeros((10, 3)), np.zeros(10))
+    g, P = network.gradients(params, np.ones((1, 4)), np.array([2]), lam=0.1)
+    expected = np.full(10, 0.1)
+    expected[2] -= 1
+    assert_allclose(g.b2, expected)
+    assert not g.W1.any() and not g.W2.any() and not g.b1.any()
+
+
+@pytest.mark.parametrize(
+    "t, eta", [(0, 1e-5), (250, (1e-5 + 1e-1) / 2), (500, 1e-1), (1000, 1e-5), (1500, 1e-1), (750, (1e-5 + 1e-1) / 2)]
+)
+def test_cyclic_schedule(t, eta):
+    assert cyclic_eta(t, 1e-5, 1e-1, 500) == pytest.approx(eta)
+
+
+def test_schedule_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="n_s"):
+        cyclic_eta(0, 1e-5, 1e-1, 0)
+
+
+SMALL = dict(hidden=16, batch_size=50, eta_min=1e-4, eta_max=5e-2, n_s=60, cycles=1, checkpoints_per_cycle=4)
+
+
+def test_training_learns_and_reports_checkpoints():
+    X, y = blobs()
+    seen = []
+    result = train(X[:500], y[:500], X[500:], y[500:], TrainSettings(lam=1e-3, **SMALL), lambda s, m: seen.append(s))
+    assert seen == [30, 60, 90, 120] == result.history["step"]
+    assert result.final("val_accuracy") > 0.8
+    assert result.history["eta"][1] == pytest.approx(5e-2)
+    for key in ("train_loss", "train_cost", "val_loss", "val_cost", "train_accuracy"):
+        assert len(result.history[key]) == 4
+    assert all(c > l for c, l in zip(result.history["train_cost"], result.history["train_loss"], strict=True))
+
+
+def test_larger_lambda_gives_smaller_weights():
+    X, y = blobs()
+    norms = []
+    for lam in (1e-4, 1e-1):
+        p = train(X, y, X, y, TrainSettings(lam=lam, **SMALL)).params
+        norms.append(network.penalty(p))
+    assert norms[1] < 0.5 * norms[0]
+
+
+def test_same_seed_is_bit_identical_and_other_seed_differs():
+    X, y = blobs()
+    a, b, c = (train(X, y, X, y, TrainSettings(seed=s, **SMALL)).params for s in (7, 7, 8))
+    for (_, pa), (_, pb), (_, pc) in zip(a.items(), b.items(), c.items(), strict=True):
+        assert np.array_equal(pa, pb)
+    assert not np.array_equal(a.W1, c.W1)
+
+
+def test_training_in_float32_stays_float32():
+    X, y = blobs()
+    p = train(X, y, X, y, TrainSettings(**SMALL)).params
+    assert all(a.dtype == np.float32 for _, a in p.items())
+
+
+def test_divergence_raises_with_the_step():
+    X, y = blobs()
+    with pytest.raises(DivergedError, match=r"diverged at step \d+") as e:
+        train(X * 1e4, y, X, y, TrainSettings(lam=1e3, **(SMALL | {"eta_min": 10.0, "eta_max": 100.0})))
+    assert e.value.step <= 120
+
+
+def test_callback_exception_stops_training():
+    X, y = blobs()
+    calls = []
+
+    def stop(step, metrics):
+        calls.append(step)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(X, y, X, y, TrainSettings(**SMALL), stop)
+    assert calls == [30]
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="λ must be ≥ 0"):
+        TrainSettings(lam=-1e-3)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainSettings(batch_size=0)
+    assert TrainSettings(n_s=200, cycles=3, checkpoints_per_cycle=10).checkpoint_steps()[-1] == 1200
+    assert len(TrainSettings(n_s=200, cycles=3, checkpoints_per_cycle=10).checkpoint_steps()) == 30
+
+
+def test_model_package_is_pure():
+    """model/ imports no tracking, CLI or terminal library and never prints."""
+    banned = {"optuna", "mlflow", "typer", "rich", "pipeline", "matplotlib", "pandas"}
+    for path in Path(__file__).parents[1].joinpath("model").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                names = []
+            assert not {n.split(".")[0] for n in names} & banned, (path.name, names)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                raise AssertionError(f"{path.name} prints")
