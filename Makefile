@@ -1,0 +1,40 @@
+# The README's entry points. Each creates .venv (Python 3.11+) when it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: pipeline test test-fast ui dashboard bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,dashboard]'
+	touch $@
+
+## Run the whole pipeline: coarse search, fine search, final training (downloads CIFAR-10 unless HPSEARCH_DATA is set)
+pipeline: $(BIN)/.installed
+	$(BIN)/hpsearch pipeline
+
+## Run every test, the slow end-to-end ones included
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+## The quick tests only (skips subprocess and server tests)
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not slow"
+
+## The MLflow UI on the project's tracking store, at http://127.0.0.1:5000
+ui: $(BIN)/.installed
+	$(BIN)/hpsearch ui
+
+## optuna-dashboard on the Optuna studies, at http://127.0.0.1:8080
+dashboard: $(BIN)/.installed
+	$(BIN)/optuna-dashboard studies/optuna.journal --host 127.0.0.1 --port 8080
+
+## Speed against the PyTorch reference (needs: $(BIN)/pip install torch==2.13.0) and tracking overhead
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_speed.py
+	$(BIN)/python bench/bench_overhead.py
+
+clean:
+	rm -rf mlruns studies/optuna.journal* .pytest_cache

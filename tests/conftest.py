@@ -1,0 +1,58 @@
+"""Shared fixtures: small generated CIFAR data and a project folder with fast stage settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.cifar_fixtures import make_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small, fast stage settings: same keys as the real files, tiny numbers.
+FAST = {"n_s": "10", "batch_size": "50", "val_size": "200", "hidden": "8", "cycles": "2", "checkpoints_per_cycle": "4"}
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory) -> Path:
+    """A learnable CIFAR-layout data set: 5 × 100 training images, 100 test images."""
+    return make_cifar(tmp_path_factory.mktemp("cifar"), n_per_batch=100)
+
+
+def write_fast_studies(dest: Path, **changes: str) -> Path:
+    """Copy studies/*.toml with FAST numbers (and any other key = value changes)."""
+    out = dest / "studies"
+    out.mkdir(parents=True, exist_ok=True)
+    for src in (ROOT / "studies").glob("*.toml"):
+        text = src.read_text()
+        for key, value in (FAST | changes).items():
+            if key == "val_size" and src.stem == "final":
+                value = "100"
+            text = re.sub(rf"^{key} = [^#\n]*", f"{key} = {value} ", text, flags=re.M)
+        (out / src.name).write_text(text)
+    return out
+
+
+@pytest.fixture
+def project(tmp_path, cifar_dir, monkeypatch) -> Path:
+    """A working folder like a fresh clone's: fast studies/, data via HPSEARCH_DATA, default stores."""
+    write_fast_studies(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HPSEARCH_DATA", str(cifar_dir))
+    for var in ("HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def hpsearch_env(project: Path, **extra) -> dict:
+    """Environment for running `python -m pipeline` in a subprocess from the project folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HPSEARCH_", "MLFLOW_"))}
+    env.update({"HPSEARCH_DATA": os.environ.get("HPSEARCH_DATA", ""), "PYTHONPATH": str(ROOT)}, **extra)
+    return env
+
+
+def copy_studies(dest: Path) -> None:
+    shutil.copytree(ROOT / "studies", dest / "studies", dirs_exist_ok=True)
