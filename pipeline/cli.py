@@ -87,10 +87,10 @@ def _errors():
         yield
     except UserError as e:
         _fail(str(e), e.exit_code)
+    except Terminated:  # before KeyboardInterrupt, its base class
+        _fail("terminated: the running trial is marked FAIL and its run KILLED; run the same command to resume", 143)
     except KeyboardInterrupt:
         _fail("interrupted: the running trial is marked FAIL and its run KILLED; run the same command to resume", 130)
-    except Terminated:
-        _fail("terminated: the running trial is marked FAIL and its run KILLED; run the same command to resume", 143)
     except Exception as e:  # an unexpected failure still ends in one line; HPSEARCH_DEBUG=1 shows the traceback
         if os.environ.get("HPSEARCH_DEBUG"):
             raise

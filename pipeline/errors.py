@@ -13,10 +13,5 @@ class ConfigError(UserError):
     exit_code = 2
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; raised like KeyboardInterrupt so every layer records what it was doing."""
-
-    exit_code = 143
-
-
-INTERRUPTS = (KeyboardInterrupt, Terminated)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived. A KeyboardInterrupt, so every layer (Optuna included) records it like Ctrl-C."""

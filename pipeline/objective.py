@@ -13,7 +13,7 @@ from model.data import Dataset
 from model.train import DivergedError, train
 from pipeline import plots
 from pipeline.config import StageConfig
-from pipeline.errors import INTERRUPTS
+
 from pipeline.progress import Progress
 from pipeline.tracking import Tracker
 
@@ -91,7 +91,7 @@ class Objective:
             state, reason = "PRUNED", str(e)
             trial.set_user_attr("diverged_at_step", e.step)
             raise optuna.TrialPruned(reason) from e
-        except INTERRUPTS as e:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated
             status, reason = "KILLED", f"interrupted ({type(e).__name__})"
             raise
         except Exception as e:

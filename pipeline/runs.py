@@ -13,7 +13,7 @@ from model.network import Params, evaluate
 from model.train import DivergedError, train
 from pipeline import plots
 from pipeline.config import StageConfig
-from pipeline.errors import INTERRUPTS, UserError
+from pipeline.errors import UserError
 from pipeline.stages import Session, best_trial
 from pipeline.tracking import code_version
 
@@ -87,7 +87,7 @@ def train_run(
     except DivergedError as e:
         tracker.set_tags(run_id, {"reason": str(e)})
         raise UserError(f"{name}: {e}") from None
-    except INTERRUPTS:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
         status = "KILLED"
         raise
     finally:

@@ -6,6 +6,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -17,7 +18,7 @@ from optuna.trial import TrialState
 
 from pipeline import plots, sources
 from pipeline.config import StageConfig
-from pipeline.errors import INTERRUPTS, UserError
+from pipeline.errors import UserError
 from pipeline.objective import LIVE, Objective, StageRun, SurplusTrial, owner
 from pipeline.progress import Progress
 from pipeline.tracking import Tracker, code_version, ensure_env_defaults
@@ -30,6 +31,7 @@ PARENT_ATTR = "mlflow_parent_run_id"
 ORPHAN_AGE_S = 120  # a RUNNING trial without an owner this old was killed before it said who ran it
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened, without tracebacks
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # QMCSampler, heartbeats
 
 
 def redact(url: str) -> str:
@@ -222,7 +224,7 @@ def run_search(session: Session, stage: str, cfg: StageConfig) -> StageSummary:
             if finished + running >= n:
                 break
             study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[_announce(session, stage, n)])
-    except INTERRUPTS:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
         tracker.set_status(parent, "KILLED")
         raise
     except Exception:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ from urllib.parse import urlparse
 from pipeline.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial MLflow database tables..."
 TAG = "hpsearch"  # prefix of our tags: hpsearch.study, hpsearch.stage, hpsearch.role, hpsearch.state, ...
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -85,10 +87,10 @@ class Tracker:
         self.artifact_root = None
         if db is not None:
             self.artifact_root = _prepare_local_store(db)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         lock = file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext()
         with lock, _as_user_error(f"MLflow tracking store {self.uri}"):
-            # Creating the schema of a new sqlite store is not safe from several processes at once.
+            # The client creates a new sqlite store's schema: not safe from several processes at once.
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             self.experiment_id = self._experiment(experiment)
         self.experiment = experiment
 

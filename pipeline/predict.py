@@ -1,0 +1,160 @@
+"""`hpsearch predict`: classify PNG/JPEG images or CIFAR-10 batch files with the champion model.
+
+Every input becomes rows in the CIFAR layout (3072 raw pixels 0..255, channel-major R, G, B planes
+of 32 × 32), all rows go to the registered pyfunc model in one predict call, and each row gets a
+line (or a JSON object). A file that cannot be read is reported and skipped; the others still run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.data import CLASSES, D, DataError, load_batch
+from pipeline.errors import UserError
+from pipeline.tracking import DEFAULT_TRACKING_URI, check_reachable, ensure_env_defaults, sqlite_path
+
+MODEL_URI = "models:/cifar10-mlp@champion"
+SIDE = 32
+FORMATS = ("PNG", "JPEG")
+PICKLE_MAGIC = b"\x80"  # pickle protocol 2+, as the CIFAR batches are written
+
+
+@dataclass
+class Inputs:
+    """names[i] labels X[i]; errors holds one 'FILE: reason' line per file that could not be read."""
+
+    names: list[str] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def X(self) -> np.ndarray:
+        """(n, 3072) float32 raw pixels, the model's input."""
+        if not self.rows:
+            return np.empty((0, D), np.float32)
+        return np.concatenate(self.rows).astype(np.float32)
+
+
+@dataclass
+class Predictions:
+    names: list[str]
+    P: np.ndarray  # (n, 10) class probabilities
+    errors: list[str]
+
+    def records(self) -> list[dict]:
+        return [
+            {"file": name, "class": CLASSES[int(p.argmax())], "probability": float(p.max()),
+             "probabilities": {c: float(v) for c, v in zip(CLASSES, p, strict=True)}}
+            for name, p in zip(self.names, self.P, strict=True)
+        ]
+
+    def table(self) -> str:
+        """One line per image: file, class, probability, in aligned columns."""
+        w = max((len(n) for n in self.names), default=0)
+        cw = max(len(c) for c in CLASSES)
+        return "\n".join(f"{r['file']:<{w}}  {r['class']:<{cw}}  {r['probability']:.2f}" for r in self.records())
+
+    def to_json(self) -> str:
+        return json.dumps(self.records(), indent=2)
+
+
+def image_row(path: str | os.PathLike) -> np.ndarray:
+    """A PNG or JPEG file as one CIFAR row: (3072,) uint8, resized to 32 × 32 RGB.
+
+    Raises OSError (or ValueError) when the file is missing, not such an image, or truncated.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path, formats=FORMATS) as img:
+        img = ImageOps.exif_transpose(img)  # photos from phones store their rotation in EXIF
+        img = img.convert("RGB")
+        if img.size != (SIDE, SIDE):
+            # Lanczos with Pillow's support scaling low-pass filters when shrinking, so no aliasing.
+            img = img.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+        return np.asarray(img, np.uint8).transpose(2, 0, 1).reshape(-1)
+
+
+def _is_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == PICKLE_MAGIC
+
+
+def read_inputs(paths: list[str | os.PathLike]) -> Inputs:
+    """Images and batch files as rows; a failing file adds an error line and nothing else."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = Inputs()
+    for path in paths:
+        path = Path(path)
+        try:
+            if _is_pickle(path):
+                X, _ = load_batch(path)
+                out.names.extend(f"{path}[{i}]" for i in range(len(X)))
+                out.rows.append(X)
+            else:
+                out.rows.append(image_row(path)[None, :])
+                out.names.append(str(path))
+        except DataError as e:  # names the file already
+            out.errors.append(str(e))
+        except UnidentifiedImageError:
+            out.errors.append(f"{path}: not a PNG or JPEG image, nor a CIFAR-10 batch file")
+        except Image.DecompressionBombError as e:
+            out.errors.append(f"{path}: refused: {e}")
+        except FileNotFoundError:
+            out.errors.append(f"{path}: file not found")
+        except IsADirectoryError:
+            out.errors.append(f"{path}: is a folder, not an image")
+        except (OSError, ValueError, SyntaxError, EOFError) as e:  # what Pillow raises on a broken file
+            out.errors.append(f"{path}: cannot read the image ({e})")
+    return out
+
+
+def load_champion(tracking_uri: str | None):
+    """The pyfunc model registered as cifar10-mlp@champion; one UserError line when there is none."""
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    missing = UserError(f"no model registered as cifar10-mlp@champion in {_redact(uri)}; "
+                        "run `hpsearch train-final` first")
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise missing  # don't create an empty store just to find nothing in it
+    ensure_env_defaults()
+    check_reachable(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        with warnings.catch_warnings():
+            # MLflow nags about type hints on PythonModel.predict each time the model is loaded.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+            return mlflow.pyfunc.load_model(MODEL_URI)
+    except MlflowException as e:
+        if e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise missing from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"cannot load {MODEL_URI} from {_redact(uri)}: {first[:300]}") from None
+
+
+def predict_files(tracking_uri: str | None, paths: list[str | os.PathLike]) -> Predictions:
+    """Load the champion, read every file, classify all readable images in one predict call."""
+    model = load_champion(tracking_uri)
+    inputs = read_inputs(paths)
+    X = inputs.X
+    P = np.asarray(model.predict(X), np.float64) if len(X) else np.empty((0, len(CLASSES)))
+    return Predictions(inputs.names, P, inputs.errors)
+
+
+def _redact(uri: str) -> str:
+    from pipeline.stages import redact
+
+    return redact(uri)
