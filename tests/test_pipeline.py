@@ -151,3 +151,23 @@ def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar
     got = np.asarray(model.predict(raw.astype(np.float32))).argmax(axis=1)
     assert (got == expected).all()
     assert not math.isnan(float(final.data.metrics["test_accuracy"]))
+
+
+def test_report_lists_each_stage_and_the_best_trial(searched):
+    import json
+
+    folder, _, _ = searched
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        text = hpsearch("report").stdout
+        doc = json.loads(hpsearch("report", "--json").stdout)
+    assert "cifar10-lambda-coarse" in text and "cifar10-lambda-fine" in text and "best:" in text
+    assert set(doc["stages"]) == {"coarse", "fine"}
+    for stage, rows in doc["stages"].items():
+        assert len(rows) == 3
+        for row in rows:
+            assert {"trial", "lambda", "best_val_accuracy", "final_val_accuracy", "state", "duration_s"} <= set(row)
+            assert row["state"] in ("COMPLETE", "PRUNED")
+    values = [r["final_val_accuracy"] for rows in doc["stages"].values() for r in rows if r["state"] == "COMPLETE"]
+    assert doc["best"]["val_accuracy"] == pytest.approx(max(values))
+    assert doc["best"]["stage"] in ("coarse", "fine") and doc["best"]["mlflow_run_id"]

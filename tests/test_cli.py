@@ -1,0 +1,120 @@
+"""The command line itself: help, README coverage, lazy imports, the smaller commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.conftest import ROOT
+
+runner = CliRunner()
+
+
+def commands(group, prefix: str = ""):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a sub-group such as `search`
+            yield from commands(cmd, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", cmd
+
+
+ALL = list(commands(get_command(app)))
+
+
+def test_every_command_has_help_with_an_example_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert len(ALL) >= 7
+    for name, cmd in ALL:
+        assert cmd.help and ("Example: hpsearch" in cmd.help or "Example: HPSEARCH" in cmd.help), name
+        assert f"hpsearch {name}" in readme, f"`hpsearch {name}` is not in the README"
+        result = runner.invoke(app, [*name.split(), "--help"])
+        assert result.exit_code == 0, result.output
+        for param in cmd.params:
+            if param.param_type_name == "option" and not param.hidden:
+                assert param.opts[0] in result.output, (name, param.opts[0])
+
+
+def test_help_shows_defaults_and_environment_variables():
+    out = runner.invoke(app, ["--help"], terminal_width=200).output
+    for text in ("HPSEARCH_DATA", "HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT",
+                 "studies/optuna.journal", "sqlite:///mlruns/mlflow.db", "cifar10-lambda"):
+        assert text in out, text
+
+
+def test_help_does_not_import_optuna_or_mlflow():
+    """`hpsearch --help` must stay fast: the heavy libraries load inside the commands."""
+    code = "import sys, pipeline.cli; print(sorted(m for m in ('optuna', 'mlflow', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert json.loads(out.replace("'", '"')) == []
+
+
+def test_python_dash_m_pipeline_works():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "search" in result.stdout and "train-final" in result.stdout
+
+
+def test_unknown_option_is_a_usage_error():
+    result = runner.invoke(app, ["search", "coarse", "--n-trails", "3"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_train_runs_exercise_1_and_tracks_it(project):
+    from mlflow.tracking import MlflowClient
+
+    result = runner.invoke(app, ["train", "--config", "studies/exercise-1.toml", "--lambda", "0.02"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.stdout
+    client = MlflowClient(tracking_uri="sqlite:///mlruns/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("cifar10-lambda").experiment_id])
+    assert run.info.run_name == "exercise-1" and run.info.status == "FINISHED"
+    assert run.data.params["data.split"] == "exercise" and float(run.data.params["lambda"]) == 0.02
+    assert run.data.metrics["test_accuracy"] > 0.3  # learnable data, far above chance
+    assert "curves.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_gradcheck_prints_table_1(project):
+    result = runner.invoke(app, ["gradcheck", "--samples", "3", "--dims", "10", "--hidden", "6"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"W1", "b1", "W2", "b2"}
+    assert all(float(r[2]) < 1e-6 for r in rows.values())
+
+
+def test_report_without_studies_is_one_line(project):
+    result = runner.invoke(app, ["report"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: no search study")
+
+
+def test_plain_progress_when_not_a_terminal(capsys):
+    from pipeline.progress import Progress, RichProgress, make_progress
+
+    assert type(make_progress()) is Progress  # pytest captures stderr: not a terminal
+    p = Progress()
+    p.trial_start("coarse-0", 0.001, 100)
+    p.trial_end("coarse-0", "COMPLETE", 0.42, 1, 8, 0.42)
+    err = capsys.readouterr().err
+    assert "[coarse-0] λ = 0.001" in err and "COMPLETE val acc 0.4200" in err and "1/8" in err
+    with RichProgress() as rich:  # the interactive bars work end to end
+        rich.stage("coarse", 8, 0)
+        rich.trial_start("coarse-0", 0.001, 100)
+        rich.checkpoint(50, {"val_accuracy": 0.3})
+        rich.trial_end("coarse-0", "COMPLETE", 0.42, 1, 8, 0.42)
+
+
+@pytest.mark.parametrize("stage", ["coarse", "fine", "final", "exercise-1", "exercise-2"])
+def test_shipped_settings_files_are_valid_and_documented(stage):
+    from pipeline import config
+
+    cfg = config.load(stage, ROOT / "studies" / f"{stage}.toml")
+    text = (ROOT / "studies" / f"{stage}.toml").read_text()
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert "#" in line, f"{stage}.toml: undocumented key: {line}"
+    assert cfg["model.hidden"] == 50
+
