@@ -156,6 +156,14 @@ def fine_bounds(session: Session, cfg: StageConfig) -> tuple[tuple[float, float]
             f"no coarse study {session.study_name('coarse')!r} in {redact(session.storage_url)}; "
             "run `hpsearch search coarse` first"
         )
+    wait_until_settled(coarse, session.progress.say)
+    finished, _ = count(coarse)
+    target = coarse.user_attrs.get("n_trials", 0)
+    if finished < target:
+        raise UserError(
+            f"the coarse stage is incomplete ({finished} of {target} trials finished); "
+            "run `hpsearch search coarse` to complete it (or with --n-trials N to settle for fewer)"
+        )
     done = coarse.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(done) < 2:
         raise UserError(
@@ -173,6 +181,20 @@ def fine_bounds(session: Session, cfg: StageConfig) -> tuple[tuple[float, float]
         "widen_log10": cfg["search.widen"],
     }
     return bounds, source
+
+
+def wait_until_settled(study: optuna.Study, say, poll_s: float = 2.0, report_s: float = 30.0) -> None:
+    """Wait while other workers still run trials of this study (their results may change its best λ)."""
+    last = -math.inf
+    while running := study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        mine = owner()
+        if all(t.user_attrs.get("host") == mine["host"] and not pid_alive(int(t.user_attrs.get("pid", -1)))
+               for t in running):
+            return  # only orphans of dead local processes are left; the next run of that stage fails them
+        if time.monotonic() - last > report_s:
+            say(f"waiting for {len(running)} trial(s) of {study.study_name} still running in other workers")
+            last = time.monotonic()
+        time.sleep(poll_s)
 
 
 def best_trial(session: Session) -> optuna.trial.FrozenTrial | None:
@@ -213,6 +235,7 @@ def run_search(session: Session, stage: str, cfg: StageConfig) -> StageSummary:
     if new_parent:
         tracker.log_params(parent, params | {k: study.user_attrs.get(k, v) for k, v in source.items()})
     tracker.set_tags(parent, {"n_trials": cfg["search.n_trials"]})
+    study.set_user_attr("n_trials", cfg["search.n_trials"])  # the target the next stage checks against
     recover_orphans(study, tracker, parent)
     tracker.set_status(parent, "RUNNING")
     objective = Objective(StageRun(stage, name, cfg, data, tracker, parent, bounds, session.progress, params))

@@ -23,7 +23,6 @@ from urllib.parse import urlparse
 from pipeline.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial MLflow database tables..."
 TAG = "hpsearch"  # prefix of our tags: hpsearch.study, hpsearch.stage, hpsearch.role, hpsearch.state, ...
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -64,12 +63,23 @@ def file_lock(path: Path):
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when an HTTP tracking server does not answer (MLflow would retry for minutes)."""
+    """Fail fast, in one line, when an HTTP tracking server does not answer (MLflow would retry for minutes).
+
+    Asks a real API route, not /health: a server started without this host in --allowed-hosts answers
+    /health but refuses the API.
+    """
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=hpsearch-probe"
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        urllib.request.urlopen(probe, timeout=timeout).close()
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise UserError(f"MLflow tracking server {uri} refused the request (HTTP {e.code}); check its "
+                            "--allowed-hosts and credentials") from None
+        if e.code >= 500 or e.code == 404 and "RESOURCE_DOES_NOT_EXIST" not in e.read().decode(errors="replace"):
+            raise UserError(f"{uri} does not answer like an MLflow tracking server (HTTP {e.code})") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise UserError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or fix --tracking-uri") from None
@@ -81,12 +91,18 @@ class Tracker:
     def __init__(self, uri: str | None, experiment: str):
         from mlflow.tracking import MlflowClient
 
+        # After the import: MLflow sets its own level then. Not "Creating initial MLflow database tables...".
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = uri or DEFAULT_TRACKING_URI
         check_reachable(self.uri)
         db = sqlite_path(self.uri)
         self.artifact_root = None
         if db is not None:
             self.artifact_root = _prepare_local_store(db)
+            # Absolute: MLflow caches stores by URI, so a relative one would follow the first working folder.
+            db = db.resolve()
+            query = self.uri.partition("?")[2]
+            self.uri = f"sqlite:///{db}" + (f"?{query}" if query else "")
         lock = file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext()
         with lock, _as_user_error(f"MLflow tracking store {self.uri}"):
             # The client creates a new sqlite store's schema: not safe from several processes at once.

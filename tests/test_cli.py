@@ -70,7 +70,7 @@ def test_train_runs_exercise_1_and_tracks_it(project):
     result = runner.invoke(app, ["train", "--config", "studies/exercise-1.toml", "--lambda", "0.02"])
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.stdout
-    client = MlflowClient(tracking_uri="sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlruns/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("cifar10-lambda").experiment_id])
     assert run.info.run_name == "exercise-1" and run.info.status == "FINISHED"
     assert run.data.params["data.split"] == "exercise" and float(run.data.params["lambda"]) == 0.02

@@ -206,3 +206,12 @@ def test_tracking_store_folder_not_writable(project):
     (project / "mlruns").write_text("a file where the store's folder should be")
     fails("search", "coarse", match="not writable")
 
+
+
+def test_fine_refuses_an_incomplete_coarse_stage(project):
+    assert runner.invoke(app, ["search", "coarse", "--n-trials", "2"]).exit_code == 0
+    from pipeline.stages import open_storage
+
+    study = optuna.load_study(study_name="cifar10-lambda-coarse", storage=open_storage("studies/optuna.journal"))
+    study.set_user_attr("n_trials", 3)  # as if a run aiming at 3 trials was killed after 2
+    fails("search", "fine", code=1, match="coarse stage is incomplete (2 of 3")

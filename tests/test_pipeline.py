@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 runner = CliRunner()
-URI = "sqlite:///mlruns/mlflow.db"
 STORAGE = "studies/optuna.journal"
 
 
@@ -58,7 +57,8 @@ def searched(tmp_path_factory, cifar_dir):
             "final": hpsearch("train-final").output,
             "final_again": hpsearch("train-final").output,
         }
-        yield folder, MlflowClient(tracking_uri=URI, registry_uri=URI), out
+        uri = f"sqlite:///{folder}/mlruns/mlflow.db"  # absolute: MLflow caches stores by URI
+        yield folder, MlflowClient(tracking_uri=uri, registry_uri=uri), out
 
 
 def test_trial_counts_and_rerun_adds_nothing(searched):
@@ -136,8 +136,8 @@ def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar
     assert 0 <= final.data.metrics["test_accuracy"] <= 1
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
-        mlflow.set_tracking_uri(URI)
-        mlflow.set_registry_uri(URI)
+        mlflow.set_tracking_uri(f"sqlite:///{folder}/mlruns/mlflow.db")
+        mlflow.set_registry_uri(f"sqlite:///{folder}/mlruns/mlflow.db")
         model = mlflow.pyfunc.load_model("models:/cifar10-mlp@champion")
         lam = best_trial(Session(storage_url=STORAGE)).params["lambda"]
         cfg = config.load("final")

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from tests.conftest import hpsearch_env
 
-URI = "sqlite:///mlruns/mlflow.db"
 LONG = ["--set", "train.n_s=200000", "--set", "train.cycles=1"]  # a trial far longer than the test waits
 
 
@@ -149,3 +148,23 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(proje
     for t in diverged:
         assert "diverged at step" in tags[t.user_attrs["mlflow_run_id"]]["hpsearch.reason"]
         assert t.user_attrs["diverged_at_step"] >= 0
+
+
+def test_fine_waits_for_coarse_trials_still_running_elsewhere():
+    """`search fine` must not derive its bounds while another worker's coarse trial may still win."""
+    import os
+    import threading
+
+    from pipeline.stages import wait_until_settled
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    study._storage.set_trial_user_attr(trial._trial_id, "host", "another-machine")
+    study._storage.set_trial_user_attr(trial._trial_id, "pid", os.getpid())
+    done = threading.Timer(1.0, lambda: study.tell(trial, 0.5))
+    done.start()
+    said = []
+    t0 = time.monotonic()
+    wait_until_settled(study, said.append, poll_s=0.1)
+    assert time.monotonic() - t0 >= 0.9 and study.trials[0].state.name == "COMPLETE"
+    assert said and "still running" in said[0]
