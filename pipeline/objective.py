@@ -13,7 +13,6 @@ from model.data import Dataset
 from model.train import DivergedError, train
 from pipeline import plots
 from pipeline.config import StageConfig
-
 from pipeline.progress import Progress
 from pipeline.tracking import Tracker
 

@@ -37,7 +37,8 @@ def code_version() -> str:
         if sha.returncode != 0:
             return "unknown"
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10,
         )
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -82,7 +83,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise UserError(f"{uri} does not answer like an MLflow tracking server (HTTP {e.code})") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise UserError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or fix --tracking-uri") from None
+        raise UserError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it or fix --tracking-uri"
+        ) from None
 
 
 class Tracker:

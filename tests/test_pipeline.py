@@ -163,7 +163,7 @@ def test_report_lists_each_stage_and_the_best_trial(searched):
         doc = json.loads(hpsearch("report", "--json").stdout)
     assert "cifar10-lambda-coarse" in text and "cifar10-lambda-fine" in text and "best:" in text
     assert set(doc["stages"]) == {"coarse", "fine"}
-    for stage, rows in doc["stages"].items():
+    for rows in doc["stages"].values():
         assert len(rows) == 3
         for row in rows:
             assert {"trial", "lambda", "best_val_accuracy", "final_val_accuracy", "state", "duration_s"} <= set(row)

@@ -29,7 +29,8 @@ def start(project: Path, *args: str) -> subprocess.Popen:
 def load(project: Path, stage: str = "coarse") -> optuna.Study:
     from pipeline.stages import open_storage
 
-    return optuna.load_study(study_name=f"cifar10-lambda-{stage}", storage=open_storage(str(project / "studies/optuna.journal")))
+    storage = open_storage(str(project / "studies/optuna.journal"))
+    return optuna.load_study(study_name=f"cifar10-lambda-{stage}", storage=storage)
 
 
 def client(project: Path) -> MlflowClient:
@@ -117,7 +118,7 @@ def test_kill_9_mid_trial_then_resume_completes_the_stage_exactly(project):
 def test_three_workers_share_one_study_on_the_default_storage(project):
     procs = [start(project, "search", "coarse", "--n-trials", "6") for _ in range(3)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
+    for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         assert "database is locked" not in err and "Traceback" not in err
     study = load(project)
