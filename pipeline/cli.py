@@ -24,7 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-search_app = typer.Typer(help="Run a search stage (coarse, then fine); rerunning one completes it.", no_args_is_help=True)
+search_app = typer.Typer(
+    help="Run a search stage (coarse, then fine); rerunning one completes it.", no_args_is_help=True
+)
 app.add_typer(search_app, name="search")
 
 DEFAULT_STORAGE = "studies/optuna.journal"
@@ -37,7 +39,9 @@ SetOpt = Annotated[
 ]
 TrialsOpt = Annotated[
     int | None,
-    typer.Option("--n-trials", help="Finished trials the stage should hold.", show_default="search.n_trials of the file"),
+    typer.Option(
+        "--n-trials", help="Finished trials the stage should hold.", show_default="search.n_trials of the file"
+    ),
 ]
 SamplerOpt = Annotated[
     str | None, typer.Option("--sampler", help="random | tpe | qmc.", show_default="search.sampler of the file")
@@ -292,6 +296,47 @@ def _stage_of(s, trial) -> str:
         if study is not None and any(t._trial_id == trial._trial_id for t in study.get_trials(deepcopy=False)):
             return stage
     return "?"
+
+
+@app.command("predict")
+def predict(
+    ctx: typer.Context,
+    images: Annotated[
+        list[Path],
+        typer.Argument(metavar="IMAGE", help="PNG or JPEG images (any size), or CIFAR-10 batch files.",
+                       show_default=False),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify images with the registered model models:/cifar10-mlp@champion; exit 1 if any file failed.
+
+    Example: hpsearch predict cat.png ship.jpg
+    """
+    with session(ctx, progress=False) as s:
+        from pipeline.predict import predict_files
+
+        result = predict_files(s.tracking_uri, images)
+    for line in result.errors:
+        typer.echo(f"error: {line}", err=True)
+    if as_json or len(result.names):
+        typer.echo(result.to_json() if as_json else result.table())
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@app.command("ui")
+def ui(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """The MLflow UI on the project's tracking store at http://127.0.0.1:PORT, until Ctrl-C.
+
+    Example: hpsearch ui --port 5001
+    """
+    with session(ctx, progress=False) as s:
+        from pipeline.ui import serve
+
+        serve(s, port, typer.echo)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ line (or a JSON object). A file that cannot be read is reported and skipped; the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -18,6 +19,7 @@ import numpy as np
 from model.data import CLASSES, D, DataError, load_batch
 from pipeline.errors import UserError
 from pipeline.tracking import DEFAULT_TRACKING_URI, check_reachable, ensure_env_defaults, sqlite_path
+from pipeline.ui import absolute_sqlite
 
 MODEL_URI = "models:/cifar10-mlp@champion"
 SIDE = 32
@@ -73,6 +75,8 @@ def image_row(path: str | os.PathLike) -> np.ndarray:
 
     with Image.open(path, formats=FORMATS) as img:
         img = ImageOps.exif_transpose(img)  # photos from phones store their rotation in EXIF
+        if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: convert() would clip at 255
+            img = Image.fromarray((np.asarray(img, np.uint32) >> 8).astype(np.uint8))
         img = img.convert("RGB")
         if img.size != (SIDE, SIDE):
             # Lanczos with Pillow's support scaling low-pass filters when shrinking, so no aliasing.
@@ -131,12 +135,12 @@ def load_champion(tracking_uri: str | None):
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    # MLflow caches stores and engines by URI string: a relative sqlite path must not reach a store opened
+    # earlier from another folder (several commands in one process, as in tests).
+    mlflow.set_tracking_uri(absolute_sqlite(uri))
+    mlflow.set_registry_uri(absolute_sqlite(uri))
     try:
-        with warnings.catch_warnings():
-            # MLflow nags about type hints on PythonModel.predict each time the model is loaded.
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+        with _without_type_hint_nag():
             return mlflow.pyfunc.load_model(MODEL_URI)
     except MlflowException as e:
         if e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
@@ -152,6 +156,21 @@ def predict_files(tracking_uri: str | None, paths: list[str | os.PathLike]) -> P
     X = inputs.X
     P = np.asarray(model.predict(X), np.float64) if len(X) else np.empty((0, len(CLASSES)))
     return Predictions(inputs.names, P, inputs.errors)
+
+
+@contextlib.contextmanager
+def _without_type_hint_nag():
+    """MLflow warns "Add type hints to the `predict` method" on every load of a PythonModel; its own
+    warnings.simplefilter("once") inside the loader overrides any filter, so drop it where it is shown."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def quiet(message, *args, **kwargs):
+            if "Add type hints" not in str(message):
+                show(message, *args, **kwargs)
+
+        warnings.showwarning = quiet
+        yield
 
 
 def _redact(uri: str) -> str:

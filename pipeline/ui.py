@@ -1,0 +1,144 @@
+"""`hpsearch ui`: the MLflow UI on the project's tracking store, bound to 127.0.0.1, until Ctrl-C.
+
+The server (`python -m mlflow ui` from this interpreter) runs in its own process group, so Ctrl-C in
+the terminal reaches only us; we then stop the whole group (the mlflow CLI, uvicorn and its
+workers): SIGTERM, a grace period, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline.errors import Terminated, UserError
+from pipeline.tracking import DEFAULT_TRACKING_URI, check_reachable, sqlite_path
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 10.0
+
+
+def check_port_free(port: int, host: str = HOST) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use; stop what uses it or pick "
+                                "another with --port") from None
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
+
+
+def server_command(backend_uri: str, port: int, artifacts: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", backend_uri,
+           "--host", HOST, "--port", str(port), "--workers", "1"]
+    if artifacts:  # runs created from the UI keep their artifacts beside the project's, not in ./mlartifacts
+        cmd += ["--artifacts-destination", artifacts]
+    return cmd
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
+    """Until GET url/health answers; one UserError line if the server exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the MLflow UI exited with code {proc.returncode} before answering: "
+                            f"{_last_line(log)} (full log: {log})")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise UserError(f"the MLflow UI did not answer on {url} within {timeout:.0f} s; see {log}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to the server's process group, wait, SIGKILL what is left after the timeout."""
+    pgid = proc.pid  # start_new_session: the server leads its own group
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _killpg(pgid, signal.SIGKILL)
+        proc.wait()
+    # uvicorn and its workers may outlive the mlflow CLI that started them by a moment.
+    while _group_alive(pgid):
+        if time.monotonic() > deadline:
+            _killpg(pgid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+
+
+def serve(session, port: int, echo: Callable[[str], None]) -> None:
+    """Run the MLflow UI on the session's tracking store until Ctrl-C or SIGTERM; returns after a clean stop."""
+    uri = session.tracking_uri or DEFAULT_TRACKING_URI
+    if urlparse(uri).scheme in ("http", "https"):
+        check_reachable(uri)
+        echo(f"MLflow UI: {uri}")  # the tracking server is the UI already
+        return
+    check_port_free(port)
+    # Opening the store the pipeline's way creates its schema (under the project's lock, safe beside a
+    # running search) and the experiment with its artifact folder, so a fresh clone shows it at once.
+    tracker = session.tracker
+    url = f"http://{HOST}:{port}"
+    db = sqlite_path(tracker.uri)
+    log = (db.parent if db is not None else Path(tempfile.gettempdir())) / f"mlflow-ui-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            server_command(tracker.uri, port, tracker.artifact_root),  # Tracker made the sqlite path absolute
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_ready(proc, url, START_TIMEOUT_S, log)
+        echo(f"MLflow UI: {url}")
+        echo(f"  Ctrl-C to stop; server log {log}")
+        code = proc.wait()
+        raise UserError(f"the MLflow UI stopped by itself (exit code {code}): {_last_line(log)} (full log: {log})")
+    except (KeyboardInterrupt, Terminated):
+        echo("stopping the MLflow UI")
+    finally:
+        try:
+            stop(proc)
+        except (KeyboardInterrupt, Terminated):  # impatient second Ctrl-C
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1][:300] if lines else "(no output)"
