@@ -97,8 +97,10 @@ def make_sampler(cfg: StageConfig) -> optuna.samplers.BaseSampler:
 def make_pruner(cfg: StageConfig) -> optuna.pruners.BasePruner:
     if not cfg["search.prune"]:
         return optuna.pruners.NopPruner()
-    # Within the first cycle the accuracy mostly tracks η, so judge trials only after it.
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2 * cfg["train.n_s"])
+    # Accuracy swings with the cyclical η; trials are comparable only at the ends of cycles (η at its minimum),
+    # so the pruner judges there: every checkpoint is reported, pruning is checked once per cycle.
+    cycle = 2 * cfg["train.n_s"]
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cycle, interval_steps=cycle)
 
 
 @dataclass
@@ -262,7 +264,10 @@ def _announce(session: Session, stage: str, n: int):
             return
         finished, _ = count(study)
         best = _best_value(study)
-        session.progress.trial_end(f"{stage}-{trial.number}", trial.state.name, trial.value, min(finished, n), n, best)
+        state, value = trial.state.name, trial.value
+        if trial.state == TrialState.PRUNED:  # its value is only the last report: show why instead
+            state, value = f"PRUNED ({trial.user_attrs.get('reason', '')})", None
+        session.progress.trial_end(f"{stage}-{trial.number}", state, value, min(finished, n), n, best)
 
     return callback
 
