@@ -171,17 +171,25 @@ def search_fine(
 def train_final(
     ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Use this λ instead of the best searched one.")] = None,
+    select: Annotated[
+        str | None,
+        typer.Option("--select", help="one-se | best: how to pick λ from the searches.", show_default="search.select"),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run finished before.")]
     = False,
 ) -> None:
-    """Train on 49,000 images with the best λ, test on test_batch, register the model as cifar10-mlp@champion.
+    """Train on 49,000 images with the searched λ, test on test_batch, register the model as cifar10-mlp@champion.
+
+    By default λ is the largest one within one standard error of the best validation accuracy
+    (--select best takes the top trial itself).
 
     Example: hpsearch train-final
     """
     with session(ctx) as s:
         from pipeline.runs import train_final as run
 
-        result = run(s, _stage_config("final", config, set_), lam, force)
+        sets = [*(set_ or []), *([f'search.select="{select}"'] if select else [])]
+        result = run(s, _stage_config("final", config, sets), lam, force)
         _print_run(result)
 
 

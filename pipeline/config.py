@@ -17,6 +17,7 @@ from pipeline.errors import ConfigError
 
 STUDIES = Path("studies")
 SAMPLERS = ("random", "tpe", "qmc")
+SELECT_RULES = ("one-se", "best")
 SPLITS = ("exercise", "holdout")
 
 # section -> key -> (type, default)
@@ -40,6 +41,8 @@ SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "widen": (float, 0.25),
         "sampler": (str, "random"),
         "prune": (bool, True),
+        "stratify": (bool, True),
+        "select": (str, "one-se"),
     },
 }
 
@@ -164,6 +167,8 @@ def _check_ranges(v: dict, where: str) -> None:
         fail(f"data.val_size must be in 1..49999; got {v['data.val_size']}")
     if v["search.sampler"] not in SAMPLERS:
         fail(f"search.sampler must be one of {', '.join(SAMPLERS)}; got {v['search.sampler']!r}")
+    if v["search.select"] not in SELECT_RULES:
+        fail(f"search.select must be one of {', '.join(SELECT_RULES)}; got {v['search.select']!r}")
     if v["search.n_trials"] < 1:
         fail(f"search.n_trials must be ≥ 1; got {v['search.n_trials']}")
     lo, hi = v["search.lambda_min"], v["search.lambda_max"]

@@ -62,6 +62,7 @@ class Objective:
             parent_run_id=r.parent_run_id,
         )
         trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("n_val", len(r.data.y_val))  # the accuracy's standard error needs it
         r.tracker.log_params(run_id, r.params | {"lambda": lam, "trial": trial.number})
         history = {"step": []}
         metrics = r.tracker.metric_buffer(run_id)
@@ -74,7 +75,7 @@ class Objective:
                 history.setdefault(k, []).append(v)
             r.progress.checkpoint(step, m)
             trial.report(m["val_accuracy"], step)
-            if prune and trial.should_prune():
+            if prune and step < settings.total_steps and trial.should_prune():  # a finished training counts
                 raise optuna.TrialPruned(f"pruned at step {step}: val acc {m['val_accuracy']:.4f} below the median")
 
         r.progress.trial_start(name, lam, settings.total_steps)

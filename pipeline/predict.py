@@ -18,8 +18,7 @@ import numpy as np
 
 from model.data import CLASSES, D, DataError, load_batch
 from pipeline.errors import UserError
-from pipeline.tracking import DEFAULT_TRACKING_URI, check_reachable, ensure_env_defaults, sqlite_path
-from pipeline.ui import absolute_sqlite
+from pipeline.tracking import DEFAULT_TRACKING_URI, absolute_uri, check_reachable, ensure_env_defaults, sqlite_path
 
 MODEL_URI = "models:/cifar10-mlp@champion"
 SIDE = 32
@@ -137,8 +136,8 @@ def load_champion(tracking_uri: str | None):
 
     # MLflow caches stores and engines by URI string: a relative sqlite path must not reach a store opened
     # earlier from another folder (several commands in one process, as in tests).
-    mlflow.set_tracking_uri(absolute_sqlite(uri))
-    mlflow.set_registry_uri(absolute_sqlite(uri))
+    mlflow.set_tracking_uri(absolute_uri(uri))
+    mlflow.set_registry_uri(absolute_uri(uri))
     try:
         with _without_type_hint_nag():
             return mlflow.pyfunc.load_model(MODEL_URI)

@@ -35,18 +35,20 @@ class RunResult:
     reused: bool = False
 
 
-def final_lambda(session: Session, lam: float | None) -> tuple[float, str]:
-    """--lambda if given, else the best completed trial over the coarse and fine studies."""
+def final_lambda(session: Session, lam: float | None, rule: str = "best") -> tuple[float, str]:
+    """--lambda if given, else the completed trial over the coarse and fine studies that `rule` picks."""
     if lam is not None:
         if lam < 0:
             raise UserError(f"--lambda must be ≥ 0; got {lam}")
         return lam, "--lambda"
-    best = best_trial(session)
+    best = best_trial(session, rule)
     if best is None:
         raise UserError(
             "no finished trial in the coarse or fine study: run `hpsearch search coarse` first, or pass --lambda"
         )
-    return best.params["lambda"], f"best trial {best.number} (val acc {best.value:.4f})"
+    top = best_trial(session, "best")
+    why = "best" if best is top else f"largest λ within one standard error of the best ({top.value:.4f})"
+    return best.params["lambda"], f"trial {best.number}, val acc {best.value:.4f}: {why}"
 
 
 def train_run(
@@ -138,7 +140,7 @@ def previous_final(session: Session, cfg: StageConfig, lam: float):
 
 
 def train_final(session: Session, cfg: StageConfig, lam: float | None, force: bool = False) -> RunResult:
-    lam, source = final_lambda(session, lam)
+    lam, source = final_lambda(session, lam, cfg["search.select"])
     if not force:
         run = previous_final(session, cfg, lam)
         if run is not None:

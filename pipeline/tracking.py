@@ -52,6 +52,16 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
+def absolute_uri(uri: str) -> str:
+    """sqlite:///relative.db → sqlite:////abs/relative.db. MLflow caches stores by URI string, so a
+    relative one would keep pointing at the folder it was first opened from."""
+    db = sqlite_path(uri)
+    if db is None:
+        return uri
+    query = uri.partition("?")[2]
+    return f"sqlite:///{db.resolve()}" + (f"?{query}" if query else "")
+
+
 @contextlib.contextmanager
 def file_lock(path: Path):
     """An exclusive lock between processes on this machine (released when the process dies)."""
@@ -102,10 +112,8 @@ class Tracker:
         self.artifact_root = None
         if db is not None:
             self.artifact_root = _prepare_local_store(db)
-            # Absolute: MLflow caches stores by URI, so a relative one would follow the first working folder.
-            db = db.resolve()
-            query = self.uri.partition("?")[2]
-            self.uri = f"sqlite:///{db}" + (f"?{query}" if query else "")
+            self.uri = absolute_uri(self.uri)
+            db = sqlite_path(self.uri)
         lock = file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext()
         with lock, _as_user_error(f"MLflow tracking store {self.uri}"):
             # The client creates a new sqlite store's schema: not safe from several processes at once.
