@@ -178,10 +178,9 @@ def train_final(
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run finished before.")]
     = False,
 ) -> None:
-    """Train on 49,000 images with the searched λ, test on test_batch, register the model as cifar10-mlp@champion.
+    """Train on 49,000 images with the best searched λ, test on test_batch, register it as cifar10-mlp@champion.
 
-    By default λ is the largest one within one standard error of the best validation accuracy
-    (--select best takes the top trial itself).
+    --select one-se takes instead the largest λ within one standard error of the best validation accuracy.
 
     Example: hpsearch train-final
     """

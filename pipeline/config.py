@@ -42,7 +42,7 @@ SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "sampler": (str, "random"),
         "prune": (bool, True),
         "stratify": (bool, True),
-        "select": (str, "one-se"),
+        "select": (str, "best"),
     },
 }
 

@@ -7,10 +7,8 @@ line (or a JSON object). A file that cannot be read is reported and skipped; the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +16,14 @@ import numpy as np
 
 from model.data import CLASSES, D, DataError, load_batch
 from pipeline.errors import UserError
-from pipeline.tracking import DEFAULT_TRACKING_URI, absolute_uri, check_reachable, ensure_env_defaults, sqlite_path
+from pipeline.tracking import (
+    DEFAULT_TRACKING_URI,
+    absolute_uri,
+    check_reachable,
+    ensure_env_defaults,
+    sqlite_path,
+    without_type_hint_nag,
+)
 
 MODEL_URI = "models:/cifar10-mlp@champion"
 SIDE = 32
@@ -128,7 +133,6 @@ def load_champion(tracking_uri: str | None):
         raise missing  # don't create an empty store just to find nothing in it
     ensure_env_defaults()
     check_reachable(uri)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -139,7 +143,7 @@ def load_champion(tracking_uri: str | None):
     mlflow.set_tracking_uri(absolute_uri(uri))
     mlflow.set_registry_uri(absolute_uri(uri))
     try:
-        with _without_type_hint_nag():
+        with without_type_hint_nag():
             return mlflow.pyfunc.load_model(MODEL_URI)
     except MlflowException as e:
         if e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
@@ -155,21 +159,6 @@ def predict_files(tracking_uri: str | None, paths: list[str | os.PathLike]) -> P
     X = inputs.X
     P = np.asarray(model.predict(X), np.float64) if len(X) else np.empty((0, len(CLASSES)))
     return Predictions(inputs.names, P, inputs.errors)
-
-
-@contextlib.contextmanager
-def _without_type_hint_nag():
-    """MLflow warns "Add type hints to the `predict` method" on every load of a PythonModel; its own
-    warnings.simplefilter("once") inside the loader overrides any filter, so drop it where it is shown."""
-    with warnings.catch_warnings():
-        show = warnings.showwarning
-
-        def quiet(message, *args, **kwargs):
-            if "Add type hints" not in str(message):
-                show(message, *args, **kwargs)
-
-        warnings.showwarning = quiet
-        yield
 
 
 def _redact(uri: str) -> str:

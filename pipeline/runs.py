@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from pipeline import plots
 from pipeline.config import StageConfig
 from pipeline.errors import UserError
 from pipeline.stages import Session, best_trial
-from pipeline.tracking import code_version
+from pipeline.tracking import code_version, without_type_hint_nag
 
 MODEL_NAME = "cifar10-mlp"
 ALIAS = "champion"
@@ -116,9 +115,7 @@ def log_model(session: Session, run_id: str, params: Params, data, name: str) ->
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
         np.savez(weights, **dict(params.items()), mean=data.mean, std=data.std, classes=np.array(CLASSES))
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-            # The signature is given explicitly, so MLflow's advice to infer it from type hints does not apply.
-            warnings.filterwarnings("ignore", message="Add type hints", category=UserWarning)
+        with mlflow.start_run(run_id=run_id), without_type_hint_nag():
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_CODE), artifacts={"weights": str(weights)},
                 code_paths=[str(MODEL_PACKAGE)], signature=signature,

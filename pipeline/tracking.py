@@ -257,7 +257,26 @@ def _as_user_error(what: str):
         raise UserError(f"{what} cannot be used: {first[:300]}") from None
 
 
+@contextlib.contextmanager
+def without_type_hint_nag():
+    """MLflow warns "Add type hints to the `predict` method" whenever it logs or loads our PythonModel (its
+    signature is explicit), and its own warnings.simplefilter("once") overrides any filter: drop it where
+    it is shown."""
+    import warnings
+
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def quiet(message, *args, **kwargs):
+            if "Add type hints" not in str(message):
+                show(message, *args, **kwargs)
+
+        warnings.showwarning = quiet
+        yield
+
+
 def ensure_env_defaults() -> None:
     """Keep MLflow's HTTP retries short so an unreachable server fails in seconds, not minutes."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars between our lines

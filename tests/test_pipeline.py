@@ -139,7 +139,7 @@ def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar
         mlflow.set_tracking_uri(f"sqlite:///{folder}/mlruns/mlflow.db")
         mlflow.set_registry_uri(f"sqlite:///{folder}/mlruns/mlflow.db")
         model = mlflow.pyfunc.load_model("models:/cifar10-mlp@champion")
-        lam = best_trial(Session(storage_url=STORAGE), "one-se").params["lambda"]
+        lam = best_trial(Session(storage_url=STORAGE)).params["lambda"]
         cfg = config.load("final")
     assert float(final.data.params["lambda"]) == pytest.approx(lam)
     data = load_dataset(cifar_dir, "holdout", cfg["data.val_size"])
