@@ -59,8 +59,16 @@ def ours_epochs(data, B: int, epochs: int) -> list[float]:
     steps = len(y) // B
     if steps * epochs % 2:
         raise SystemExit(f"need an even number of steps in all ({steps} x {epochs}); change --epochs")
-    settings = TrainSettings(lam=LAM, hidden=HIDDEN, batch_size=B, eta_min=ETA_MIN, eta_max=ETA_MAX,
-                             n_s=steps * epochs // 2, cycles=1, checkpoints_per_cycle=epochs)
+    settings = TrainSettings(
+        lam=LAM,
+        hidden=HIDDEN,
+        batch_size=B,
+        eta_min=ETA_MIN,
+        eta_max=ETA_MAX,
+        n_s=steps * epochs // 2,
+        cycles=1,
+        checkpoints_per_cycle=epochs,
+    )
     real = train_module.checkpoint_metrics
     in_eval = []
 
@@ -83,38 +91,49 @@ def ours_epochs(data, B: int, epochs: int) -> list[float]:
 
 
 def peer_epochs(data_dir: str, B: int, epochs: int, threads: int) -> dict:
-    cmd = [sys.executable, str(PEER), "--data-dir", data_dir, "--batch-size", str(B), "--epochs", str(epochs),
-           "--threads", str(threads), "--val-size", str(VAL_SIZE), "--hidden", str(HIDDEN), "--lam", str(LAM)]
+    opts = {"--data-dir": data_dir, "--batch-size": B, "--epochs": epochs, "--threads": threads,
+            "--val-size": VAL_SIZE, "--hidden": HIDDEN, "--lam": LAM}  # fmt: skip
+    cmd = [sys.executable, str(PEER), *(str(x) for pair in opts.items() for x in pair)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def peak_rss_of_loading(data_dir: str) -> float:
     """Peak RSS in GB of a fresh process that loads all 60,000 images normalised to float32."""
-    code = (f"import resource, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            f"from model.data import load_dataset\n"
-            f"ds = load_dataset({data_dir!r}, 'holdout', {VAL_SIZE})\n"
-            f"assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 60000\n"
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # KiB on Linux
+    code = (
+        f"import resource, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        f"from model.data import load_dataset\n"
+        f"ds = load_dataset({data_dir!r}, 'holdout', {VAL_SIZE})\n"
+        f"assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 60000\n"
+        f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )  # KiB on Linux
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return int(out.split()[-1]) / 2**20
 
 
 def blas_report() -> str:
-    blas = [f"{i['internal_api']} {i.get('version')} kernel={i.get('architecture')} threads={i['num_threads']}"
-            for i in threadpool_info() if i["user_api"] == "blas"]
+    blas = [
+        f"{i['internal_api']} {i.get('version')} kernel={i.get('architecture')} threads={i['num_threads']}"
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]
     env = {k: v for k, v in os.environ.items() if k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     line = f"BLAS: {'; '.join(blas) or 'none found'}"
     if env:
-        line += (f"\n  note: {env} is set (inherited by both sides); unsetting both lets OpenBLAS pick its "
-                 f"kernel for this CPU, which speeds NumPy up")
+        line += (
+            f"\n  note: {env} is set (inherited by both sides); unsetting both lets OpenBLAS pick its "
+            f"kernel for this CPU, which speeds NumPy up"
+        )
     return line
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=os.environ.get("HPSEARCH_DATA"),
-                    help="folder holding cifar-10-batches-py (default: $HPSEARCH_DATA)")
+    ap.add_argument(
+        "--data-dir",
+        default=os.environ.get("HPSEARCH_DATA"),
+        help="folder holding cifar-10-batches-py (default: $HPSEARCH_DATA)",
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run; each run reports its median")
     ap.add_argument("--threads", type=int, default=2)
@@ -122,6 +141,7 @@ def main():
     if not a.data_dir:
         ap.error("pass --data-dir or set HPSEARCH_DATA")
     threadpool_limits(a.threads)
+    load_before = os.getloadavg()[0]
     print(f"numpy {np.__version__}, {a.threads} threads, {a.rounds} rounds x {a.epochs} epochs")
     print(blas_report())
     data = load(a.data_dir)
@@ -132,15 +152,20 @@ def main():
             ours[B].append(statistics.median(ours_epochs(data, B, a.epochs)))
             peer = peer_epochs(a.data_dir, B, a.epochs, a.threads)
             torch[B].append(peer["median_epoch_s"])
-            print(f"  round {r + 1} B{B}: ours {ours[B][-1]:.3f} s, {peer['peer']} {torch[B][-1]:.3f} s",
-                  flush=True)
+            print(f"  round {r + 1} B{B}: ours {ours[B][-1]:.3f} s, {peer['peer']} {torch[B][-1]:.3f} s", flush=True)
     print(f"\n{'batch':>5} {'ours s/epoch':>13} {'torch s/epoch':>14} {'ours/torch':>11}")
     for B in BATCH_SIZES:
         o, t = statistics.median(ours[B]), statistics.median(torch[B])
         ratios = [oi / ti for oi, ti in zip(ours[B], torch[B], strict=True)]
         print(f"{B:>5} {o:>13.3f} {t:>14.3f} {o / t:>11.2f}   (per round: {', '.join(f'{x:.2f}' for x in ratios)})")
-    print(f"\npeak RSS, loading all 60,000 images as float32 (model.data.load_dataset): "
-          f"{peak_rss_of_loading(a.data_dir):.2f} GB")
+    print(
+        f"\npeak RSS, loading all 60,000 images as float32 (model.data.load_dataset): "
+        f"{peak_rss_of_loading(a.data_dir):.2f} GB"
+    )
+    print(
+        f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+        f"(this benchmark alone adds ~2; much more means other jobs shared the cores: run it again)"
+    )
 
 
 if __name__ == "__main__":

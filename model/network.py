@@ -119,7 +119,7 @@ def gradients(
     np.matmul(G.T, H, out=g.W2)
     G.sum(axis=0, out=g.b2)
     GH = G @ params.W2
-    GH[H <= 0] = 0  # ReLU's derivative
+    np.multiply(GH, H > 0, out=GH)  # ReLU's derivative; a boolean-mask assignment is 4-10x slower
     np.matmul(GH.T, X, out=g.W1)
     GH.sum(axis=0, out=g.b1)
     for W, dW in ((params.W1, g.W1), (params.W2, g.W2)):
