@@ -22,31 +22,43 @@ def curves(history: Mapping[str, Sequence[float]], title: str) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     axes[3].plot(steps, history["eta"], color="tab:blue", marker=".", lw=1)
-    axes[3].set(title="Learning rate η (at checkpoints)", xlabel="update step", ylabel="η")
+    axes[3].set(title="Learning rate η", xlabel="update step", ylabel="η")
     axes[3].grid(alpha=0.3)
     fig.suptitle(title)
     return fig
 
 
-def accuracy_vs_lambda(stages: Mapping[str, Sequence[tuple[float, float]]], title: str) -> Figure:
-    """Validation accuracy of each trial against its λ (log scale), one marker style per stage."""
-    fig = Figure(figsize=(6.4, 4), layout="constrained")
+def accuracy_vs_lambda(
+    stages: Mapping[str, Sequence[tuple[float, float, bool]]],
+    title: str,
+    fine_range: tuple[float, float] | None = None,
+    n_val: int | None = None,
+) -> Figure:
+    """Validation accuracy of each trial against its λ (log scale), one marker per stage; pruned trials are
+    hollow at their last reported accuracy. Optionally the fine stage's range and the best's standard error."""
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
     ax = fig.subplots()
     styles = {"coarse": ("o", "tab:blue"), "fine": ("^", "tab:orange")}
-    best = None
+    done = [(lam, acc) for points in stages.values() for lam, acc, complete in points if complete]
     for stage, points in stages.items():
-        if not points:
-            continue
-        lams, accs = zip(*points, strict=True)
-        marker, color = styles.get(stage, ("s", None))
-        ax.scatter(lams, accs, marker=marker, color=color, label=f"{stage} ({len(points)} trials)", alpha=0.8)
-        top = max(points, key=lambda p: p[1])
-        best = top if best is None or top[1] > best[1] else best
-    if best is not None:
-        ax.annotate(f"best λ = {best[0]:.2g}\nval acc = {best[1]:.4f}", best, xytext=(12, -28),
-                    textcoords="offset points", arrowprops={"arrowstyle": "->"}, fontsize="small")
+        marker, color = styles.get(stage, ("s", "tab:gray"))
+        for complete, label in ((True, f"{stage}, completed"), (False, f"{stage}, pruned (last report)")):
+            sel = [(lam, acc) for lam, acc, c in points if c == complete]
+            if sel:
+                lams, accs = zip(*sel, strict=True)
+                face = color if complete else "none"
+                ax.scatter(lams, accs, marker=marker, facecolors=face, edgecolors=color, s=45, label=label)
+    if fine_range is not None:
+        ax.axvspan(*fine_range, color="tab:orange", alpha=0.08, label="fine range")
+    if done:
+        best = max(done, key=lambda p: p[1])
+        if n_val:
+            se = (best[1] * (1 - best[1]) / n_val) ** 0.5
+            ax.axhline(best[1] - se, color="gray", ls="--", lw=1, label="best − 1 standard error")
+        ax.annotate(f"best: λ = {best[0]:.2g}\nval acc {best[1]:.4f}", best, xytext=(0, -44), ha="center",
+                    textcoords="offset points", arrowprops={"arrowstyle": "->", "color": "gray"}, fontsize="small")
     ax.set_xscale("log")
     ax.set(xlabel="λ (L2 strength, log scale)", ylabel="validation accuracy", title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

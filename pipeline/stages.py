@@ -404,7 +404,9 @@ def finish_stage(session, stage, study, parent, n, bounds) -> StageSummary:
             tracker.set_tags(parent, {"best_trial": best.number, "best_lambda": f"{best.params['lambda']:.6g}"})
         points = {s: lambda_points(session, s) for s in SEARCH_STAGES[: SEARCH_STAGES.index(stage) + 1]}
         title = "Validation accuracy vs λ: " + " and ".join(points)
-        tracker.log_figure(parent, plots.accuracy_vs_lambda(points, title), "accuracy_vs_lambda.png")
+        fine_range = bounds if stage == "fine" else None
+        figure = plots.accuracy_vs_lambda(points, title, fine_range, best.user_attrs.get("n_val") if best else None)
+        tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
         tracker.log_text(parent, trial_table(study).to_csv(index=False), "trials.csv")
         tracker.set_status(parent, "FINISHED")
     return StageSummary(
@@ -414,11 +416,13 @@ def finish_stage(session, stage, study, parent, n, bounds) -> StageSummary:
     )
 
 
-def lambda_points(session: Session, stage: str) -> list[tuple[float, float]]:
+def lambda_points(session: Session, stage: str) -> list[tuple[float, float, bool]]:
+    """(λ, validation accuracy, completed?) per finished trial; a pruned trial's accuracy is its last report."""
     study = session.load_study(stage)
     if study is None:
         return []
-    return [(t.params["lambda"], t.value) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return [(t.params["lambda"], t.value, t.state == TrialState.COMPLETE)
+            for t in study.get_trials(deepcopy=False, states=FINISHED) if t.value is not None]
 
 
 def trial_table(study: optuna.Study):
