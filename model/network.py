@@ -23,9 +23,6 @@ class Params:
     def items(self):
         return [(f.name, getattr(self, f.name)) for f in fields(self)]
 
-    def copy(self) -> Params:
-        return Params(*(a.copy() for _, a in self.items()))
-
     def astype(self, dtype) -> Params:
         return Params(*(a.astype(dtype) for _, a in self.items()))
 

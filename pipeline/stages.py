@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 import warnings
 import zlib
@@ -445,7 +444,3 @@ def trial_table(study: optuna.Study):
         })
     return pd.DataFrame(rows, columns=["trial", "lambda", "best_val_accuracy", "final_val_accuracy", "state",
                                        "duration_s", "reason"])
-
-
-def hostname() -> str:
-    return socket.gethostname()
