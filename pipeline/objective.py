@@ -67,6 +67,7 @@ class Objective:
         history = {"step": []}
         metrics = r.tracker.metric_buffer(run_id)
         prune = r.cfg["search.prune"]
+        cycle = 2 * settings.n_s  # the pruner judges only at ends of cycles; asking elsewhere costs a storage read
 
         def on_checkpoint(step: int, m: dict) -> None:
             metrics.add(step, m)
@@ -75,7 +76,7 @@ class Objective:
                 history.setdefault(k, []).append(v)
             r.progress.checkpoint(step, m)
             trial.report(m["val_accuracy"], step)
-            if prune and step < settings.total_steps and trial.should_prune():  # a finished training counts
+            if prune and step % cycle == 0 and step < settings.total_steps and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}: val acc {m['val_accuracy']:.4f} below the median")
 
         r.progress.trial_start(name, lam, settings.total_steps)
