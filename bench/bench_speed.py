@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 import model.train as train_module  # noqa: E402
 from model.train import TrainSettings, train  # noqa: E402
 
-PEER = Path("/work/shared/bench/peer_torch_mlp.py")
+PEER = ROOT.parent / "shared" / "bench" / "peer_torch_mlp.py"  # shared/ beside the checkout
 BATCH_SIZES = (100, 450)
 VAL_SIZE = 5000
 HIDDEN = 50
