@@ -30,7 +30,8 @@ def main() -> None:
     exercise = tracker.find_runs(stage="exercise-2")
     champion = client.get_model_version_by_alias("cifar10-mlp", "champion")
     with tempfile.TemporaryDirectory() as tmp:
-        for run_id, name in ((exercise[-1].info.run_id, "curves-exercise-2.png"), (champion.run_id, "curves-final.png")):
+        runs = ((exercise[-1].info.run_id, "curves-exercise-2.png"), (champion.run_id, "curves-final.png"))
+        for run_id, name in runs:
             shutil.copy(client.download_artifacts(run_id, "curves.png", tmp), DOCS / name)
     fine = session.load_study("fine")
     points = {stage: lambda_points(session, stage) for stage in ("coarse", "fine")}

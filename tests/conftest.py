@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -36,15 +36,22 @@ def write_fast_studies(dest: Path, **changes: str) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def project_folder(folder: Path, cifar_dir: Path):
+    """Work in `folder` as in a fresh clone: fast studies/, data via HPSEARCH_DATA, default stores."""
+    write_fast_studies(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setenv("HPSEARCH_DATA", str(cifar_dir))
+        for var in ("HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT"):
+            mp.delenv(var, raising=False)
+        yield folder
+
+
 @pytest.fixture
-def project(tmp_path, cifar_dir, monkeypatch) -> Path:
-    """A working folder like a fresh clone's: fast studies/, data via HPSEARCH_DATA, default stores."""
-    write_fast_studies(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HPSEARCH_DATA", str(cifar_dir))
-    for var in ("HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
+def project(tmp_path, cifar_dir) -> Path:
+    with project_folder(tmp_path, cifar_dir):
+        yield tmp_path
 
 
 def hpsearch_env(project: Path, **extra) -> dict:
@@ -52,7 +59,3 @@ def hpsearch_env(project: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPSEARCH_", "MLFLOW_"))}
     env.update({"HPSEARCH_DATA": os.environ.get("HPSEARCH_DATA", ""), "PYTHONPATH": str(ROOT)}, **extra)
     return env
-
-
-def copy_studies(dest: Path) -> None:
-    shutil.copytree(ROOT / "studies", dest / "studies", dirs_exist_ok=True)

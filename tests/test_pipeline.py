@@ -41,15 +41,9 @@ def runs(client: MlflowClient, where: str = ""):
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, cifar_dir):
     """Runs the three stages once for the whole module (the slow part), then the tests inspect."""
-    from tests.conftest import write_fast_studies
+    from tests.conftest import project_folder
 
-    folder = tmp_path_factory.mktemp("project")
-    write_fast_studies(folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("HPSEARCH_DATA", str(cifar_dir))
-        for var in ("HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT"):
-            mp.delenv(var, raising=False)
+    with project_folder(tmp_path_factory.mktemp("project"), cifar_dir) as folder:
         out = {
             "coarse": hpsearch("search", "coarse", "--n-trials", "3").output,
             "coarse_again": hpsearch("search", "coarse", "--n-trials", "3").output,

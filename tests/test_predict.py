@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from model.data import CLASSES, load_batch
 from model.network import Params, forward
 from pipeline.cli import app
-from tests.conftest import ROOT, write_fast_studies
+from tests.conftest import ROOT, project_folder
 
 runner = CliRunner()
 URI = "sqlite:///mlruns/mlflow.db"
@@ -66,13 +66,7 @@ def champion(tmp_path_factory, cifar_dir):
     """A project folder whose store holds cifar10-mlp@champion, plus the weights that model was logged with."""
     import mlflow
 
-    folder = tmp_path_factory.mktemp("predict")
-    write_fast_studies(folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("HPSEARCH_DATA", str(cifar_dir))
-        for var in ("HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT"):
-            mp.delenv(var, raising=False)
+    with project_folder(tmp_path_factory.mktemp("predict"), cifar_dir) as folder:
         hpsearch("train-final", "--lambda", "0.01")
         mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")  # absolute: MLflow caches by URI
         local = mlflow.artifacts.download_artifacts("models:/cifar10-mlp@champion", dst_path=str(folder / "dl"))
