@@ -114,12 +114,12 @@ class Objective:
         """Whatever happened, the child run gets its metrics, figure, final state and a terminal status."""
         r = self.run
         try:
-            metrics.flush()
             if history["step"]:
                 best, final = max(history["val_accuracy"]), history["val_accuracy"][-1]
                 trial.set_user_attr("best_val_accuracy", best)
                 trial.set_user_attr("final_val_accuracy", final)
-                r.tracker.log_metrics(run_id, {"best_val_accuracy": best}, step=history["step"][-1])
+                metrics.add(history["step"][-1], {"best_val_accuracy": best})
+                metrics.flush()  # the buffer holds only checkpoints, so nothing is left when there were none
                 fig = plots.curves(history, f"{r.study_name} trial {trial.number}: λ = {trial.params['lambda']:.3g}")
                 r.tracker.log_figure(run_id, fig, "curves.png")
             if reason:

@@ -66,13 +66,9 @@ def train_run(
         "data.n_val": len(data.y_val), "code_version": code_version(), "config": cfg.source,
     })
     metrics = tracker.metric_buffer(run_id)
-    history = {"step": []}
 
     def on_checkpoint(step, m):
         metrics.add(step, m)
-        history["step"].append(step)
-        for k, v in m.items():
-            history.setdefault(k, []).append(v)
         session.progress.checkpoint(step, m)
 
     session.progress.trial_start(name, lam, settings.total_steps)
@@ -82,8 +78,8 @@ def train_run(
         test = evaluate(result.params, data.X_test, data.y_test, lam)
         metrics.add(settings.total_steps, {f"test_{k}": v for k, v in test.items()})
         metrics.flush()
-        tracker.log_figure(run_id, plots.curves(history, f"{name}: λ = {lam:.3g}, test acc {test['accuracy']:.4f}"),
-                           "curves.png")
+        title = f"{name}: λ = {lam:.3g}, test acc {test['accuracy']:.4f}"
+        tracker.log_figure(run_id, plots.curves(result.history, title), "curves.png")
         version = log_model(session, run_id, result.params, data, name) if register else None
         status = "FINISHED"
     except DivergedError as e:
@@ -95,8 +91,8 @@ def train_run(
     finally:
         metrics.flush()
         tracker.set_status(run_id, status)
-    session.progress.trial_end(name, "COMPLETE", history["val_accuracy"][-1], 1, 1, None)
-    return RunResult(run_id, name, lam, test["accuracy"], history["val_accuracy"][-1], version)
+    session.progress.trial_end(name, "COMPLETE", result.final(), 1, 1, None)
+    return RunResult(run_id, name, lam, test["accuracy"], result.final(), version)
 
 
 def log_model(session: Session, run_id: str, params: Params, data, name: str) -> str:
