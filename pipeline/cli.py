@@ -281,7 +281,7 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             raise UserError(f"no search study in {s.storage_url}; run `hpsearch search coarse` first")
         best = best_trial(s)
         best_d = None if best is None else {
-            "stage": best.user_attrs.get("stage") or _stage_of(s, best), "trial": best.number,
+            "stage": best.user_attrs.get("stage", "?"), "trial": best.number,
             "lambda": best.params["lambda"], "val_accuracy": best.value,
             "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
         }
@@ -295,14 +295,6 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         if best_d:
             typer.echo(f"\nbest: {best_d['stage']} trial {best_d['trial']}, λ = {best_d['lambda']:.4g}, "
                        f"val acc {best_d['val_accuracy']:.4f}")
-
-
-def _stage_of(s, trial) -> str:
-    for stage in ("coarse", "fine"):
-        study = s.load_study(stage)
-        if study is not None and any(t._trial_id == trial._trial_id for t in study.get_trials(deepcopy=False)):
-            return stage
-    return "?"
 
 
 @app.command("predict")

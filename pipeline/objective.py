@@ -52,7 +52,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         r = self.run
         self._claim(trial)
-        for key, value in owner().items():
+        for key, value in (owner() | {"stage": r.stage}).items():
             trial.set_user_attr(key, value)
         lam = trial.suggest_float("lambda", *r.bounds, log=True)
         settings = r.cfg.train_settings(lam)
