@@ -59,3 +59,14 @@ def hpsearch_env(project: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPSEARCH_", "MLFLOW_"))}
     env.update({"HPSEARCH_DATA": os.environ.get("HPSEARCH_DATA", ""), "PYTHONPATH": str(ROOT)}, **extra)
     return env
+
+
+def hpsearch(*args: str, code: int = 0):
+    """Run the CLI in-process (typer's CliRunner) and check its exit code."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    return result

@@ -9,18 +9,11 @@ import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from pipeline.cli import app
+from tests.conftest import hpsearch
 
-runner = CliRunner()
 STORAGE = "studies/optuna.journal"
 
-
-def hpsearch(*args: str, code: int = 0):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    return result
 
 
 def study(stage: str) -> optuna.Study:

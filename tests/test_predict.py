@@ -17,21 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from model.data import CLASSES, load_batch
 from model.network import Params, forward
-from pipeline.cli import app
-from tests.conftest import ROOT, project_folder
+from tests.conftest import ROOT, hpsearch, project_folder
 
-runner = CliRunner()
 URI = "sqlite:///mlruns/mlflow.db"
 
-
-def hpsearch(*args: str, code: int = 0):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    return result
 
 
 def to_image(row: np.ndarray) -> Image.Image:
