@@ -21,6 +21,7 @@ from pipeline.tracking import (
     absolute_uri,
     check_reachable,
     ensure_env_defaults,
+    redact,
     sqlite_path,
     without_type_hint_nag,
 )
@@ -126,7 +127,7 @@ def read_inputs(paths: list[str | os.PathLike]) -> Inputs:
 def load_champion(tracking_uri: str | None):
     """The pyfunc model registered as cifar10-mlp@champion; one UserError line when there is none."""
     uri = tracking_uri or DEFAULT_TRACKING_URI
-    missing = UserError(f"no model registered as cifar10-mlp@champion in {_redact(uri)}; "
+    missing = UserError(f"no model registered as cifar10-mlp@champion in {redact(uri)}; "
                         "run `hpsearch train-final` first")
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
@@ -149,7 +150,7 @@ def load_champion(tracking_uri: str | None):
         if e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise missing from None
         first = (str(e).strip().splitlines() or [""])[0]
-        raise UserError(f"cannot load {MODEL_URI} from {_redact(uri)}: {first[:300]}") from None
+        raise UserError(f"cannot load {MODEL_URI} from {redact(uri)}: {first[:300]}") from None
 
 
 def predict_files(tracking_uri: str | None, paths: list[str | os.PathLike]) -> Predictions:
@@ -159,9 +160,3 @@ def predict_files(tracking_uri: str | None, paths: list[str | os.PathLike]) -> P
     X = inputs.X
     P = np.asarray(model.predict(X), np.float64) if len(X) else np.empty((0, len(CLASSES)))
     return Predictions(inputs.names, P, inputs.errors)
-
-
-def _redact(uri: str) -> str:
-    from pipeline.stages import redact
-
-    return redact(uri)

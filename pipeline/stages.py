@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import optuna
@@ -22,7 +21,7 @@ from pipeline.config import StageConfig
 from pipeline.errors import UserError
 from pipeline.objective import LIVE, Objective, StageRun, SurplusTrial, owner
 from pipeline.progress import Progress
-from pipeline.tracking import Tracker, code_version, ensure_env_defaults
+from pipeline.tracking import Tracker, code_version, ensure_env_defaults, redact
 
 DEFAULT_STORAGE = "studies/optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
@@ -33,14 +32,6 @@ ORPHAN_AGE_S = 120  # a RUNNING trial without an owner this old was killed befor
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happened, without tracebacks
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # QMCSampler, heartbeats
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
