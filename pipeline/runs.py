@@ -55,7 +55,7 @@ def train_run(
     extra_tags: dict | None = None,
 ) -> RunResult:
     """One training with its own MLflow run: params, curves, test accuracy (and the model, when final)."""
-    data = session.dataset(cfg)
+    data = session.dataset(cfg["data.split"], cfg["data.val_size"])
     tracker = session.tracker
     settings = cfg.train_settings(lam)
     digest = cfg.with_values(train__lambda=lam).digest()

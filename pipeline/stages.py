@@ -155,9 +155,9 @@ class Session:
         except KeyError:
             return None
 
-    def dataset(self, cfg: StageConfig):
+    def dataset(self, split: str, val_size: int):
         folder = sources.resolve(self.data_dir, self.progress.say)
-        return sources.dataset(folder, cfg["data.split"], cfg["data.val_size"])
+        return sources.dataset(folder, split, val_size)
 
 
 @dataclass
@@ -254,7 +254,7 @@ def run_search(session: Session, stage: str, cfg: StageConfig) -> StageSummary:
         bounds, source = fine_bounds(session, cfg)
     else:
         bounds, source = (cfg["search.lambda_min"], cfg["search.lambda_max"]), {}
-    data = session.dataset(cfg)
+    data = session.dataset(cfg["data.split"], cfg["data.val_size"])
     tracker = session.tracker
     study, created = open_study(session, name, cfg)
     if created and stage == "fine":
