@@ -40,7 +40,8 @@ def main() -> None:
 
     from model.train import train
     from pipeline import config, objective, sources
-    from pipeline.stages import Session, run_search
+    from pipeline.session import Session, Stores
+    from pipeline.stages import run_search
 
     inside = {}  # time in train() and in its callback, for the trial that is running
 
@@ -62,10 +63,10 @@ def main() -> None:
     objective.train = timed_train  # the objective's own reference: same code, now timed
 
     os.chdir(tempfile.mkdtemp(prefix="hpsearch-bench-"))
-    cfg = config.load("coarse", a.config, ["search.prune=false"])
-    data = sources.dataset(sources.resolve(a.data_dir), cfg["data.split"], cfg["data.val_size"])
-    settings = cfg.train_settings(0.0027)
-    session = Session(data_dir=a.data_dir)
+    cfg = config.load("coarse", a.config, {"search.prune": False})
+    data = sources.dataset(sources.resolve(a.data_dir), cfg.data.split, cfg.data.val_size)
+    settings = cfg.replace({"train.lambda": 0.0027}).train_settings()
+    session = Session(Stores(data_dir=a.data_dir))
     bare, tracked, stage_calls, direct = [], [], [], []
     for i in range(1, a.rounds + 1):
         t0 = time.perf_counter()
@@ -73,7 +74,7 @@ def main() -> None:
         bare.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        run_search(session, "coarse", cfg.with_values(search__n_trials=i))
+        run_search(session, "coarse", cfg.replace({"search.n_trials": i}))
         stage_calls.append(time.perf_counter() - t0)
         last = session.load_study("coarse").trials[-1]
         tracked.append((last.datetime_complete - last.datetime_start).total_seconds())

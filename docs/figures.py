@@ -22,7 +22,8 @@ sys.path.insert(0, str(DOCS.parent))
 
 def main() -> None:
     from pipeline import plots
-    from pipeline.stages import Session, lambda_points
+    from pipeline.results import lambda_points
+    from pipeline.session import Session
 
     session = Session()
     tracker = session.tracker
@@ -34,7 +35,7 @@ def main() -> None:
         for run_id, name in runs:
             shutil.copy(client.download_artifacts(run_id, "curves.png", tmp), DOCS / name)
     fine = session.load_study("fine")
-    points = {stage: lambda_points(session, stage) for stage in ("coarse", "fine")}
+    points = {stage: lambda_points(session.load_study(stage)) for stage in ("coarse", "fine")}
     fig = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: coarse and fine",
                                    (fine.user_attrs["lambda_min"], fine.user_attrs["lambda_max"]), 5000)
     fig.savefig(DOCS / "accuracy-vs-lambda.png", dpi=90)

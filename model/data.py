@@ -488,7 +488,7 @@ class Dataset:
 Block = tuple[np.ndarray, np.ndarray]  # (X uint8 rows, y int64) of one part of a split
 
 
-def _check_split(split: str, val_size: int) -> None:
+def check_split(split: str, val_size: int) -> None:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if split == "holdout" and (isinstance(val_size, bool) or not isinstance(val_size, int | np.integer)
@@ -544,7 +544,7 @@ def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: in
     split "holdout": the 5 training batches in order; the last val_size images validate, the
     rest train. Test is always test_batch. Normalisation uses the training part's statistics.
     """
-    _check_split(split, val_size)
+    check_split(split, val_size)
     folder = locate(source)
     if split == "exercise":
         train, val = [load_batch(folder / TRAIN_FILES[0])], [load_batch(folder / TRAIN_FILES[1])]

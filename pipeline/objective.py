@@ -1,129 +1,88 @@
-"""The Optuna objective: sample λ, train with a tracked child run, report checkpoints, prune."""
+"""The Optuna objective: suggest λ, train inside a tracked child run, report checkpoints, return."""
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.trial import TrialState
 
-from model.data import Dataset
 from model.train import DivergedError, train
-from pipeline import plots
-from pipeline.config import StageConfig
-from pipeline.progress import Progress
-from pipeline.tracking import Tracker
-
-LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-
-
-class SurplusTrial(Exception):
-    """Another worker took the stage's last slot while this trial was being created."""
-
-
-def owner() -> dict:
-    """Who runs a trial: lets a later run tell an orphan (its process died) from a live one."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+from pipeline.config import Settings
+from pipeline.names import LAMBDA, OBJECTIVE
+from pipeline.tracking import TrackedRun, Tracker, log10
+from pipeline.workers import claim_slot, owner
 
 
 @dataclass
-class StageRun:
+class Stage:
     """What every trial of one stage shares."""
 
-    stage: str
+    name: str
     study_name: str
-    cfg: StageConfig
-    data: Dataset
+    cfg: Settings
+    data: object  # the Dataset
     tracker: Tracker
     parent_run_id: str
     bounds: tuple[float, float]
-    progress: Progress
-    params: dict = field(default_factory=dict)  # logged on every child run besides λ
+    terminal: object
+    params: dict = field(default_factory=dict)  # logged on every trial's run besides its settings
 
 
 class Objective:
-    """Callable objective: returns the final validation accuracy of a training with the sampled λ."""
+    """Callable objective: the final validation accuracy of a training with the suggested λ."""
 
-    def __init__(self, run: StageRun):
-        self.run = run
+    def __init__(self, stage: Stage):
+        self.stage = stage
 
     def __call__(self, trial: optuna.Trial) -> float:
-        r = self.run
-        self._claim(trial)
-        for key, value in (owner() | {"stage": r.stage}).items():
+        s = self.stage
+        claim_slot(trial, s.cfg.search.n_trials)
+        for key, value in (owner() | {"stage": s.name, "n_val": len(s.data.y_val)}).items():
             trial.set_user_attr(key, value)
-        lam = trial.suggest_float("lambda", *r.bounds, log=True)
-        settings = r.cfg.train_settings(lam)
-        name = f"{r.stage}-{trial.number}"
-        run_id = r.tracker.create_run(
-            name, {"study": r.study_name, "stage": r.stage, "trial": trial.number, "role": "trial", "state": "RUNNING"},
-            parent_run_id=r.parent_run_id,
+        lam = trial.suggest_float(LAMBDA, *s.bounds, log=True)
+        settings = s.cfg.replace({"train.lambda": lam}).train_settings()
+        run = self.tracked_run(trial, lam, settings.total_steps)
+        try:
+            with run:
+                try:
+                    train(s.data.X_train, s.data.y_train, s.data.X_val, s.data.y_val, settings,
+                          self.on_checkpoint(trial, run, settings))
+                except DivergedError as e:  # a λ too large is a result, not a crash: the study goes on
+                    trial.set_user_attr("diverged_at_step", e.step)
+                    raise optuna.TrialPruned(str(e)) from e
+        finally:
+            self.record(trial, run)
+        return run.final_val_accuracy
+
+    def tracked_run(self, trial: optuna.Trial, lam: float, steps: int) -> TrackedRun:
+        s = self.stage
+        run = TrackedRun(
+            s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=f"λ = {lam:.3g}",
+            steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},
+            params=s.cfg.replace({"train.lambda": lam}).flat() | s.params | {
+                LAMBDA: lam, f"log10_{LAMBDA}": log10(lam), "trial": trial.number},
+            parent_run_id=s.parent_run_id, terminal=s.terminal, outcomes=(optuna.TrialPruned,),
         )
-        trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr("n_val", len(r.data.y_val))  # the accuracy's standard error needs it
-        r.tracker.log_params(run_id, r.params | {"lambda": lam, "trial": trial.number})
-        history = {"step": []}
-        metrics = r.tracker.metric_buffer(run_id)
-        prune = r.cfg["search.prune"]
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        return run
+
+    def on_checkpoint(self, trial: optuna.Trial, run: TrackedRun, settings):
+        prune = self.stage.cfg.search.prune
         cycle = 2 * settings.n_s  # the pruner judges only at ends of cycles; asking elsewhere costs a storage read
 
-        def on_checkpoint(step: int, m: dict) -> None:
-            metrics.add(step, m)
-            history["step"].append(step)
-            for k, v in m.items():
-                history.setdefault(k, []).append(v)
-            r.progress.checkpoint(step, m)
-            trial.report(m["val_accuracy"], step)
+        def report(step: int, metrics: dict) -> None:
+            run.checkpoint(step, metrics)
+            trial.report(metrics[OBJECTIVE], step)
             if prune and step % cycle == 0 and step < settings.total_steps and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step}: val acc {m['val_accuracy']:.4f} below the median")
+                raise optuna.TrialPruned(f"pruned at step {step}: val acc {metrics[OBJECTIVE]:.4f} below the median")
 
-        r.progress.trial_start(name, lam, settings.total_steps)
-        state, status, reason = "FAIL", "FAILED", ""
-        try:
-            train(r.data.X_train, r.data.y_train, r.data.X_val, r.data.y_val, settings, on_checkpoint)
-            state, status = "COMPLETE", "FINISHED"
-        except optuna.TrialPruned as e:
-            state, status, reason = "PRUNED", "FINISHED", str(e)
-            raise
-        except DivergedError as e:
-            # The study goes on: a diverged λ is a result (too large), not a crash.
-            state, reason = "PRUNED", str(e)
-            trial.set_user_attr("diverged_at_step", e.step)
-            raise optuna.TrialPruned(reason) from e
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated
-            status, reason = "KILLED", f"interrupted ({type(e).__name__})"
-            raise
-        except Exception as e:
-            reason = f"{type(e).__name__}: {e}"
-            raise
-        finally:
-            self._close(trial, run_id, history, metrics, state, status, reason)
-        return history["val_accuracy"][-1]
+        return report
 
-    def _claim(self, trial: optuna.Trial) -> None:
-        """Exactly n_trials: when racing workers created one trial too many, the later number yields."""
-        study, n = trial.study, self.run.cfg["search.n_trials"]
-        earlier = [t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number]
-        if len(earlier) >= n:
-            trial.set_user_attr("surplus", True)
-            raise SurplusTrial(f"trial {trial.number}: the stage already has {n} trials")
-
-    def _close(self, trial, run_id, history, metrics, state, status, reason) -> None:
-        """Whatever happened, the child run gets its metrics, figure, final state and a terminal status."""
-        r = self.run
-        try:
-            if history["step"]:
-                best, final = max(history["val_accuracy"]), history["val_accuracy"][-1]
-                trial.set_user_attr("best_val_accuracy", best)
-                trial.set_user_attr("final_val_accuracy", final)
-                metrics.add(history["step"][-1], {"best_val_accuracy": best})
-                metrics.flush()  # the buffer holds only checkpoints, so nothing is left when there were none
-                fig = plots.curves(history, f"{r.study_name} trial {trial.number}: λ = {trial.params['lambda']:.3g}")
-                r.tracker.log_figure(run_id, fig, "curves.png")
-            if reason:
-                trial.set_user_attr("reason", reason)
-            r.tracker.set_tags(run_id, {"state": state, **({"reason": reason} if reason else {})})
-        finally:
-            r.tracker.set_status(run_id, status)
+    @staticmethod
+    def record(trial: optuna.Trial, run: TrackedRun) -> None:
+        """The trial keeps what its run measured and how it ended, whatever happened."""
+        if run.best_val_accuracy is not None:
+            trial.set_user_attr("best_val_accuracy", run.best_val_accuracy)
+            trial.set_user_attr("final_val_accuracy", run.final_val_accuracy)
+        if run.reason:
+            trial.set_user_attr("reason", run.reason)

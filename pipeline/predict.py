@@ -15,18 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from model.data import CLASSES, D, DataError, load_batch
-from pipeline.errors import UserError
-from pipeline.tracking import (
-    DEFAULT_TRACKING_URI,
-    absolute_uri,
-    check_reachable,
-    ensure_env_defaults,
-    redact,
-    sqlite_path,
-    without_type_hint_nag,
-)
+from pipeline.registry import load_champion
 
-MODEL_URI = "models:/cifar10-mlp@champion"
 SIDE = 32
 FORMATS = ("PNG", "JPEG")
 PICKLE_MAGIC = b"\x80"  # pickle protocol 2+, as the CIFAR batches are written
@@ -124,36 +114,7 @@ def read_inputs(paths: list[str | os.PathLike]) -> Inputs:
     return out
 
 
-def load_champion(tracking_uri: str | None):
-    """The pyfunc model registered as cifar10-mlp@champion; one UserError line when there is none."""
-    uri = tracking_uri or DEFAULT_TRACKING_URI
-    missing = UserError(f"no model registered as cifar10-mlp@champion in {redact(uri)}; "
-                        "run `hpsearch train-final` first")
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise missing  # don't create an empty store just to find nothing in it
-    ensure_env_defaults()
-    check_reachable(uri)
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-
-    # MLflow caches stores and engines by URI string: a relative sqlite path must not reach a store opened
-    # earlier from another folder (several commands in one process, as in tests).
-    mlflow.set_tracking_uri(absolute_uri(uri))
-    mlflow.set_registry_uri(absolute_uri(uri))
-    try:
-        with without_type_hint_nag():
-            return mlflow.pyfunc.load_model(MODEL_URI)
-    except MlflowException as e:
-        if e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise missing from None
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise UserError(f"cannot load {MODEL_URI} from {redact(uri)}: {first[:300]}") from None
-
-
-def predict_files(tracking_uri: str | None, paths: list[str | os.PathLike]) -> Predictions:
+def predict_files(tracking_uri: str, paths: list[str | os.PathLike]) -> Predictions:
     """Load the champion, read every file, classify all readable images in one predict call."""
     model = load_champion(tracking_uri)
     inputs = read_inputs(paths)

@@ -1,7 +1,9 @@
-"""The MLflow layout: one experiment, one parent run per stage, one child run per trial.
+"""The MLflow layout: one experiment, one parent run per stage, one child run per training.
 
 Everything here goes through MlflowClient with explicit run ids (no fluent "active run" state), so
-several trials, stages or worker processes never mix up their runs.
+several trials, stages or worker processes never mix up their runs. `TrackedRun` is the one lifecycle
+every training shares: create, log params, buffer metrics per checkpoint, and on every exit path the
+curves, the outcome and a terminal status.
 """
 
 from __future__ import annotations
@@ -9,23 +11,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import logging
-import os
+import math
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse, urlsplit, urlunsplit
 
+from pipeline import plots
 from pipeline.errors import UserError
+from pipeline.names import TAG_PREFIX
+from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-TAG = "hpsearch"  # prefix of our tags: hpsearch.study, hpsearch.stage, hpsearch.role, hpsearch.state, ...
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+MAX_PARAMS = 100  # MLflow's limit of params per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+NOTE = "mlflow.note.content"  # the run description the MLflow UI shows
 
 
 @functools.cache
@@ -45,32 +46,6 @@ def code_version() -> str:
         return "unknown"
 
 
-def redact(url: str) -> str:
-    """The URL with its password, if any, replaced by ***: safe to print."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI, else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
-
-
-def absolute_uri(uri: str) -> str:
-    """sqlite:///relative.db → sqlite:////abs/relative.db. MLflow caches stores by URI string, so a
-    relative one would keep pointing at the folder it was first opened from."""
-    db = sqlite_path(uri)
-    if db is None:
-        return uri
-    query = uri.partition("?")[2]
-    return f"sqlite:///{db.resolve()}" + (f"?{query}" if query else "")
-
-
 @contextlib.contextmanager
 def file_lock(path: Path):
     """An exclusive lock between processes on this machine (released when the process dies)."""
@@ -82,53 +57,30 @@ def file_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when an HTTP tracking server does not answer (MLflow would retry for minutes).
-
-    Asks a real API route, not /health: a server started without this host in --allowed-hosts answers
-    /health but refuses the API.
-    """
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=hpsearch-probe"
-    try:
-        urllib.request.urlopen(probe, timeout=timeout).close()
-    except urllib.error.HTTPError as e:
-        if e.code in (401, 403):
-            raise UserError(f"MLflow tracking server {uri} refused the request (HTTP {e.code}); check its "
-                            "--allowed-hosts and credentials") from None
-        if e.code >= 500 or e.code == 404 and "RESOURCE_DOES_NOT_EXIST" not in e.read().decode(errors="replace"):
-            raise UserError(f"{uri} does not answer like an MLflow tracking server (HTTP {e.code})") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(
-            f"MLflow tracking server {uri} is unreachable ({reason}); start it or fix --tracking-uri"
-        ) from None
-
-
 class Tracker:
-    """The project's MLflow experiment, its stage (parent) runs and trial (child) runs."""
+    """The project's MLflow experiment, its stage (parent) runs and training (child) runs."""
 
-    def __init__(self, uri: str | None, experiment: str):
+    def __init__(self, uri: str, experiment: str):
         from mlflow.tracking import MlflowClient
 
-        # After the import: MLflow sets its own level then. Not "Creating initial MLflow database tables...".
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self.uri = uri or DEFAULT_TRACKING_URI
-        check_reachable(self.uri)
-        db = sqlite_path(self.uri)
+        check_reachable(uri)
+        db = sqlite_path(uri)
         self.artifact_root = None
         if db is not None:
             self.artifact_root = _prepare_local_store(db)
-            self.uri = absolute_uri(self.uri)
-            db = sqlite_path(self.uri)
-        lock = file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext()
-        with lock, _as_user_error(f"MLflow tracking store {self.uri}"):
+            uri = absolute_uri(uri)
+            db = sqlite_path(uri)
+        self.uri = uri
+        self.lock_path = db.with_name(db.name + ".lock") if db is not None else None
+        with self.lock(), _as_user_error(f"MLflow tracking store {redact(uri)}"):
             # The client creates a new sqlite store's schema: not safe from several processes at once.
-            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             self.experiment_id = self._experiment(experiment)
         self.experiment = experiment
+
+    def lock(self):
+        """A lock between local processes sharing a sqlite store (a no-op for a server)."""
+        return file_lock(self.lock_path) if self.lock_path is not None else contextlib.nullcontext()
 
     def _experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -136,7 +88,8 @@ class Tracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
-                raise UserError(f"experiment {name!r} is deleted in {self.uri}; restore it or pick --experiment")
+                raise UserError(f"experiment {name!r} is deleted in {redact(self.uri)}; restore it or pick "
+                                "--experiment")
             return found.experiment_id
         try:
             return self.client.create_experiment(name, artifact_location=self.artifact_root)
@@ -149,15 +102,18 @@ class Tracker:
     # ---- runs -------------------------------------------------------------------------------
     def find_runs(self, **tags) -> list:
         """Active runs of this experiment carrying all the given hpsearch.* tags, oldest first."""
-        where = " and ".join(f"tags.`{TAG}.{k}` = '{v}'" for k, v in tags.items())
+        where = " and ".join(f"tags.`{TAG_PREFIX}.{k}` = '{v}'" for k, v in tags.items())
         return list(self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time ASC"]))
 
     def create_run(self, name: str, tags: Mapping[str, object], parent_run_id: str | None = None) -> str:
-        all_tags = {f"{TAG}.{k}": str(v) for k, v in tags.items()}
+        all_tags = {f"{TAG_PREFIX}.{k}": str(v) for k, v in tags.items()}
         all_tags["mlflow.source.git.commit"] = code_version()
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id  # what nested runs carry in the UI
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+
+    def delete_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
 
     def run_exists(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -183,22 +139,21 @@ class Tracker:
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow's limit of params per call
-            self.client.log_batch(run_id, params=items[i : i + 100])
+        items = [Param(k, redact_text(str(v))) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS):
+            self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS])
 
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        """hpsearch.* tags (the mlflow.* ones, such as the description, pass through as they are)."""
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(f"{TAG}.{k}", str(v)[:5000]) for k, v in tags.items()])
+        named = {(k if k.startswith("mlflow.") else f"{TAG_PREFIX}.{k}"): v for k, v in tags.items()}
+        self.client.log_batch(run_id, tags=[RunTag(k, redact_text(str(v))[:5000]) for k, v in named.items()])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        buffer = self.metric_buffer(run_id)
+        buffer = MetricBuffer(self.client, run_id)
         buffer.add(step, metrics)
         buffer.flush()
-
-    def metric_buffer(self, run_id: str) -> MetricBuffer:
-        return MetricBuffer(self.client, run_id)
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, name, save_kwargs={"dpi": 100})
@@ -212,9 +167,6 @@ class Tracker:
             self.client.set_terminated(run_id, status)
         else:
             self.client.update_run(run_id, status=status)
-
-    def status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
 
 
 class MetricBuffer:
@@ -241,6 +193,88 @@ class MetricBuffer:
         self.last_flush = time.monotonic()
 
 
+class TrackedRun:
+    """One training's MLflow run from creation to a terminal status, whatever ends it.
+
+    Use as a context manager around the training and pass `checkpoint` as its callback. On exit:
+    no exception → FINISHED, state COMPLETE; an exception listed in `outcomes` (a pruned trial) →
+    FINISHED, state PRUNED with the reason; Ctrl-C or SIGTERM → KILLED; anything else → FAILED with the
+    reason. In every case the buffered metrics, best/final validation accuracy, the curves figure, the
+    state tags and a one-line description are written first. The exception itself propagates.
+    """
+
+    def __init__(self, tracker: Tracker, name: str, *, what: str, values: str, steps: int,
+                 tags: Mapping[str, object], params: Mapping[str, object], parent_run_id: str | None = None,
+                 terminal=None, outcomes: tuple[type[BaseException], ...] = ()):
+        self.tracker, self.name, self.terminal, self.outcomes = tracker, name, terminal, outcomes
+        self.describe, self.values, self.steps = f"{what}, {values}", values, steps
+        self.run_id = tracker.create_run(name, {**tags, "state": "RUNNING"}, parent_run_id=parent_run_id)
+        tracker.set_tags(self.run_id, {NOTE: f"{self.describe}: running"})
+        tracker.log_params(self.run_id, params)
+        self.metrics = MetricBuffer(tracker.client, self.run_id)
+        self.history: dict[str, list] = {"step": []}
+        self.state = self.reason = None
+
+    def __enter__(self) -> TrackedRun:
+        if self.terminal is not None:
+            self.terminal.trial_start(self.name, self.values, self.steps)
+        return self
+
+    def checkpoint(self, step: int, metrics: Mapping[str, float]) -> None:
+        """The training's callback: buffer the metrics, keep them for the figure, move the progress bar."""
+        self.metrics.add(step, metrics)
+        self.history["step"].append(step)
+        for k, v in metrics.items():
+            self.history.setdefault(k, []).append(v)
+        if self.terminal is not None:
+            self.terminal.checkpoint(step, metrics)
+
+    def log_final(self, metrics: Mapping[str, float]) -> None:
+        """Metrics measured after training (test accuracy), at the last step."""
+        self.metrics.add(self.history["step"][-1] if self.history["step"] else 0, metrics)
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        return max(self.history.get("val_accuracy", []), default=None)
+
+    @property
+    def final_val_accuracy(self) -> float | None:
+        return (self.history.get("val_accuracy") or [None])[-1]
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            state, status, reason = "COMPLETE", "FINISHED", ""
+        elif isinstance(exc, self.outcomes):
+            state, status, reason = "PRUNED", "FINISHED", str(exc)
+        elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM as Terminated
+            state, status, reason = "FAIL", "KILLED", f"interrupted ({type(exc).__name__})"
+        else:
+            state, status, reason = "FAIL", "FAILED", f"{type(exc).__name__}: {exc}"
+        self.state, self.reason = state, reason
+        try:
+            self._close(state, reason)
+        finally:
+            self.tracker.set_status(self.run_id, status)
+        return False
+
+    def _close(self, state: str, reason: str) -> None:
+        best, final = self.best_val_accuracy, self.final_val_accuracy
+        if best is not None:
+            self.metrics.add(self.history["step"][-1], {"best_val_accuracy": best})
+        self.metrics.flush()
+        if self.history["step"]:
+            title = f"{self.describe}: {state.lower()}" + ("" if final is None else f", val acc {final:.4f}")
+            self.tracker.log_figure(self.run_id, plots.curves(self.history, title), "curves.png")
+        outcome = state + ("" if best is None else f", best val acc {best:.4f}") + (f" ({reason})" if reason else "")
+        self.tracker.set_tags(self.run_id, {"state": state, **({"reason": reason} if reason else {}),
+                                            NOTE: f"{self.describe}: {outcome}"})
+
+
+def log10(value: float) -> float:
+    """log10 of a log-scale searched value, for the MLflow compare view (it plots on linear axes)."""
+    return math.log10(value) if value > 0 else float("-inf")
+
+
 def _prepare_local_store(db: Path) -> str:
     """Create the store's folder; artifacts go beside the database. Returns the artifact root URI."""
     folder = db.parent.resolve() if db.parent != Path("") else Path.cwd()
@@ -263,29 +297,4 @@ def _as_user_error(what: str):
         yield
     except (MlflowException, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{what} cannot be used: {first[:300]}") from None
-
-
-@contextlib.contextmanager
-def without_type_hint_nag():
-    """MLflow warns "Add type hints to the `predict` method" whenever it logs or loads our PythonModel (its
-    signature is explicit), and its own warnings.simplefilter("once") overrides any filter: drop it where
-    it is shown."""
-    import warnings
-
-    with warnings.catch_warnings():
-        show = warnings.showwarning
-
-        def quiet(message, *args, **kwargs):
-            if "Add type hints" not in str(message):
-                show(message, *args, **kwargs)
-
-        warnings.showwarning = quiet
-        yield
-
-
-def ensure_env_defaults() -> None:
-    """Keep MLflow's HTTP retries short so an unreachable server fails in seconds, not minutes."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars between our lines
+        raise UserError(f"{what} cannot be used: {redact_text(first)[:300]}") from None

@@ -19,10 +19,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
 
 from pipeline.errors import Terminated, UserError
-from pipeline.tracking import DEFAULT_TRACKING_URI, check_reachable, sqlite_path
+from pipeline.urls import check_reachable, is_http, redact, sqlite_path
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90.0
@@ -41,12 +40,14 @@ def check_port_free(port: int, host: str = HOST) -> None:
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
 
 
-def server_command(backend_uri: str, port: int, artifacts: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", backend_uri,
-           "--host", HOST, "--port", str(port), "--workers", "1"]
+def server_command(backend_uri: str, port: int, artifacts: str | None = None) -> tuple[list[str], dict]:
+    """The server's argv and environment. The store URI goes through the environment: `ps` shows every
+    process's argv to every user of the machine, and the URI may hold a password."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", HOST, "--port", str(port), "--workers", "1"]
+    env = os.environ | {"MLFLOW_BACKEND_STORE_URI": backend_uri}
     if artifacts:  # runs created from the UI keep their artifacts beside the project's, not in ./mlartifacts
-        cmd += ["--artifacts-destination", artifacts]
-    return cmd
+        env["MLFLOW_ARTIFACTS_DESTINATION"] = artifacts
+    return cmd, env
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
@@ -86,10 +87,10 @@ def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
 
 def serve(session, port: int, echo: Callable[[str], None]) -> None:
     """Run the MLflow UI on the session's tracking store until Ctrl-C or SIGTERM; returns after a clean stop."""
-    uri = session.tracking_uri or DEFAULT_TRACKING_URI
-    if urlparse(uri).scheme in ("http", "https"):
+    uri = session.tracking_uri
+    if is_http(uri):
         check_reachable(uri)
-        echo(f"MLflow UI: {uri}")  # the tracking server is the UI already
+        echo(f"MLflow UI: {redact(uri)}")  # the tracking server is the UI already
         return
     check_port_free(port)
     # Opening the store the pipeline's way creates its schema (under the project's lock, safe beside a
@@ -98,11 +99,10 @@ def serve(session, port: int, echo: Callable[[str], None]) -> None:
     url = f"http://{HOST}:{port}"
     db = sqlite_path(tracker.uri)
     log = (db.parent if db is not None else Path(tempfile.gettempdir())) / f"mlflow-ui-{port}.log"
+    cmd, env = server_command(tracker.uri, port, tracker.artifact_root)  # Tracker made the sqlite path absolute
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            server_command(tracker.uri, port, tracker.artifact_root),  # Tracker made the sqlite path absolute
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         wait_ready(proc, url, START_TIMEOUT_S, log)
         echo(f"MLflow UI: {url}")

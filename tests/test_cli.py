@@ -92,17 +92,17 @@ def test_report_without_studies_is_one_line(project):
 
 
 def test_plain_progress_when_not_a_terminal(capsys):
-    from pipeline.progress import Progress, RichProgress, make_progress
+    from pipeline.terminal import Bars, Lines, open_terminal
 
-    assert type(make_progress()) is Progress  # pytest captures stderr: not a terminal
-    p = Progress()
-    p.trial_start("coarse-0", 0.001, 100)
+    assert type(open_terminal()) is Lines  # pytest captures stderr: not a terminal
+    p = Lines()
+    p.trial_start("coarse-0", "λ = 0.001", 100)
     p.trial_end("coarse-0", "COMPLETE", 0.42, 1, 8, 0.42)
     err = capsys.readouterr().err
     assert "[coarse-0] λ = 0.001" in err and "COMPLETE val acc 0.4200" in err and "1/8" in err
-    with RichProgress() as rich:  # the interactive bars work end to end
+    with Bars() as rich:  # the interactive bars work end to end
         rich.stage("coarse", 8, 0)
-        rich.trial_start("coarse-0", 0.001, 100)
+        rich.trial_start("coarse-0", "λ = 0.001", 100)
         rich.checkpoint(50, {"val_accuracy": 0.3})
         rich.trial_end("coarse-0", "COMPLETE", 0.42, 1, 8, 0.42)
 
@@ -116,5 +116,5 @@ def test_shipped_settings_files_are_valid_and_documented(stage):
     for line in text.splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             assert "#" in line, f"{stage}.toml: undocumented key: {line}"
-    assert cfg["model.hidden"] == 50
+    assert cfg.model.hidden == 50
 

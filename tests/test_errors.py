@@ -175,7 +175,7 @@ def test_fine_with_fewer_than_two_finished_coarse_trials_loses_nothing(project):
 
 
 def snapshot(project: Path):
-    from pipeline.stages import open_storage
+    from pipeline.session import open_storage
 
     storage = open_storage(str(project / "studies/optuna.journal"))
     trials = [(s.study_name, t.number, t.state.name, t.params)
@@ -210,7 +210,7 @@ def test_tracking_store_folder_not_writable(project):
 
 def test_fine_refuses_an_incomplete_coarse_stage(project):
     assert runner.invoke(app, ["search", "coarse", "--n-trials", "2"]).exit_code == 0
-    from pipeline.stages import open_storage
+    from pipeline.session import open_storage
 
     study = optuna.load_study(study_name="cifar10-lambda-coarse", storage=open_storage("studies/optuna.journal"))
     study.set_user_attr("n_trials", 3)  # as if a run aiming at 3 trials was killed after 2

@@ -21,7 +21,7 @@ def study(stage: str) -> optuna.Study:
 
 
 def _storage():
-    from pipeline.stages import open_storage
+    from pipeline.session import open_storage
 
     return open_storage(STORAGE)
 
@@ -111,7 +111,8 @@ def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar
     from model.network import forward
     from model.train import train
     from pipeline import config
-    from pipeline.stages import Session, best_trial
+    from pipeline.results import best_trial
+    from pipeline.session import Session, Stores
 
     folder, client, out = searched
     finals = runs(client, "tags.`hpsearch.role` = 'final'")
@@ -126,11 +127,12 @@ def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar
         mlflow.set_tracking_uri(f"sqlite:///{folder}/mlruns/mlflow.db")
         mlflow.set_registry_uri(f"sqlite:///{folder}/mlruns/mlflow.db")
         model = mlflow.pyfunc.load_model("models:/cifar10-mlp@champion")
-        lam = best_trial(Session(storage_url=STORAGE)).params["lambda"]
+        lam = best_trial(Session(Stores(storage_url=STORAGE))).params["lambda"]
         cfg = config.load("final")
     assert float(final.data.params["lambda"]) == pytest.approx(lam)
-    data = load_dataset(cifar_dir, "holdout", cfg["data.val_size"])
-    params = train(data.X_train, data.y_train, data.X_val, data.y_val, cfg.train_settings(lam)).params
+    data = load_dataset(cifar_dir, "holdout", cfg.data.val_size)
+    settings = cfg.replace({"train.lambda": lam}).train_settings()
+    params = train(data.X_train, data.y_train, data.X_val, data.y_val, settings).params
     from model.data import load_batch
 
     raw, _ = load_batch(cifar_dir / "test_batch")

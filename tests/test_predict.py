@@ -35,33 +35,17 @@ def pixels(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), np.uint8).transpose(2, 0, 1).reshape(-1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_mlflow_uris():
-    """mlflow.set_tracking_uri/set_registry_uri (predict calls them, as the fixture below does) also put
-    MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI into os.environ; the modules after this one must not see them."""
-    import mlflow
-
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    before = {k: os.environ.get(k) for k in names}
-    yield
-    mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
-    for k, v in before.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, cifar_dir):
     """A project folder whose store holds cifar10-mlp@champion, plus the weights that model was logged with."""
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
     with project_folder(tmp_path_factory.mktemp("predict"), cifar_dir) as folder:
         hpsearch("train-final", "--lambda", "0.01")
-        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")  # absolute: MLflow caches by URI
-        local = mlflow.artifacts.download_artifacts("models:/cifar10-mlp@champion", dst_path=str(folder / "dl"))
+        uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"  # explicit: no process-global MLflow URI
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        version = client.get_model_version_by_alias("cifar10-mlp", "champion")
+        local = client.download_artifacts(version.run_id, "model", str(folder))
         with np.load(Path(local) / "artifacts" / "weights.npz") as w:
             weights = {k: w[k] for k in ("W1", "b1", "W2", "b2", "mean", "std")}
         raw, _ = load_batch(cifar_dir / "test_batch")
@@ -163,7 +147,8 @@ def test_without_a_champion_one_line_and_exit_1(project):
         result = hpsearch("predict", "whatever.png", code=1)
         assert result.stdout == ""
         assert result.stderr.splitlines() == [
-            f"error: no model registered as cifar10-mlp@champion in {URI}; run `hpsearch train-final` first"
+            f"error: no model registered as cifar10-mlp@champion in sqlite:///{project}/mlruns/mlflow.db; "
+            "run `hpsearch train-final` first"
         ]
         from pipeline.tracking import Tracker
 

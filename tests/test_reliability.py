@@ -27,7 +27,7 @@ def start(project: Path, *args: str) -> subprocess.Popen:
 
 
 def load(project: Path, stage: str = "coarse") -> optuna.Study:
-    from pipeline.stages import open_storage
+    from pipeline.session import open_storage
 
     storage = open_storage(str(project / "studies/optuna.journal"))
     return optuna.load_study(study_name=f"cifar10-lambda-{stage}", storage=storage)
@@ -156,7 +156,7 @@ def test_fine_waits_for_coarse_trials_still_running_elsewhere():
     import os
     import threading
 
-    from pipeline.stages import wait_until_settled
+    from pipeline.workers import wait_until_settled
 
     study = optuna.create_study(direction="maximize")
     trial = study.ask()

@@ -11,11 +11,14 @@ import pytest
 
 from pipeline import config
 from pipeline.errors import UserError
-from pipeline.stages import make_pruner, open_storage, pid_alive, redact
+from pipeline.sampling import make_pruner
+from pipeline.session import open_storage
+from pipeline.urls import redact
+from pipeline.workers import pid_alive
 
 
 def test_pruner_judges_only_at_the_end_of_the_second_to_last_cycle():
-    cfg = config.load("coarse", overrides=["train.n_s=10", "train.checkpoints_per_cycle=4", "train.cycles=3"])
+    cfg = config.load("coarse", overrides={"train.n_s": 10, "train.checkpoints_per_cycle": 4, "train.cycles": 3})
     study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
     steps = cfg.train_settings().checkpoint_steps()  # 5, 10, ..., 20 (cycle 1), ..., 40 (cycle 2), ..., 60
     for _ in range(3):  # good trials that set the median
@@ -34,7 +37,7 @@ def test_pruner_judges_only_at_the_end_of_the_second_to_last_cycle():
 
 
 def test_no_prune_means_no_pruning():
-    cfg = config.load("coarse", overrides=["search.prune=false"])
+    cfg = config.load("coarse", overrides={"search.prune": False})
     assert isinstance(make_pruner(cfg), optuna.pruners.NopPruner)
 
 
@@ -60,7 +63,7 @@ def test_pid_alive_tells_dead_and_zombie_processes():
 
 
 def test_random_sampler_is_reproducible_per_trial_and_differs_between_studies():
-    from pipeline.stages import TrialSeededRandomSampler
+    from pipeline.sampling import TrialSeededRandomSampler
 
     def lambdas(name, seed=0, n=5):
         study = optuna.create_study(study_name=name, sampler=TrialSeededRandomSampler(seed), direction="maximize")
@@ -78,7 +81,7 @@ def test_random_sampler_is_reproducible_per_trial_and_differs_between_studies():
 
 
 def test_stratified_draws_cover_every_slice_of_the_log_range():
-    from pipeline.stages import TrialSeededRandomSampler
+    from pipeline.sampling import TrialSeededRandomSampler
 
     study = optuna.create_study(sampler=TrialSeededRandomSampler(0, strata=8), direction="maximize")
     lams = []
@@ -93,9 +96,10 @@ def test_stratified_draws_cover_every_slice_of_the_log_range():
 
 
 def test_one_se_rule_prefers_the_largest_lambda_tied_with_the_best(tmp_path):
-    from pipeline.stages import Session, best_trial
+    from pipeline.results import best_trial
+    from pipeline.session import Session, Stores
 
-    session = Session(storage_url=str(tmp_path / "optuna.journal"))
+    session = Session(Stores(storage_url=str(tmp_path / "optuna.journal")))
     study = optuna.create_study(study_name="cifar10-lambda-coarse", storage=session.storage, direction="maximize")
     for lam, acc in [(1e-5, 0.497), (3e-3, 0.492), (1e-2, 0.485), (5e-2, 0.42)]:
         study.enqueue_trial({"lambda": lam}, user_attrs={"n_val": 5000})  # SE at 0.497 is 0.0071

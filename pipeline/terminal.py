@@ -1,4 +1,4 @@
-"""What the terminal shows while a stage runs: rich progress bars when interactive, log lines otherwise."""
+"""What the terminal shows while a command runs: rich bars when interactive, plain lines otherwise."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 import time
 
 
-class Progress:
+class Lines:
     """Plain log lines on stderr (pipes, CI, files)."""
 
     def __init__(self, stream=None):
@@ -24,9 +24,9 @@ class Progress:
     def stage(self, name: str, total: int, done: int) -> None:
         self.say(f"[{name}] {done}/{total} trials finished")
 
-    def trial_start(self, label: str, lam: float, steps: int) -> None:
+    def trial_start(self, label: str, values: str, steps: int) -> None:
         self._t0 = time.monotonic()
-        self.say(f"[{label}] λ = {lam:.3g}, {steps} steps")
+        self.say(f"[{label}] {values}, {steps} steps")
 
     def checkpoint(self, step: int, metrics: dict) -> None:
         pass  # a line per checkpoint would drown the trial lines
@@ -38,17 +38,17 @@ class Progress:
         self.say(f"[{label}] {state}{val} in {took:.1f} s ({done}/{total} finished{top})")
 
 
-class RichProgress(Progress):
-    """Two bars: trials of the stage (done/total, best so far) and steps of the current trial."""
+class Bars(Lines):
+    """Two rich progress bars: trials of the stage (done/total, best so far) and steps of the current trial."""
 
     def __init__(self):
         super().__init__()
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-        from rich.progress import Progress as Bars
+        from rich.progress import Progress as RichProgress
 
         self.console = Console(stderr=True)
-        self.bars = Bars(
+        self.bars = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), console=self.console, transient=False,
         )
@@ -70,9 +70,9 @@ class RichProgress(Progress):
         else:
             self.bars.update(self.trials, description=f"{name} trials", total=total, completed=done, info="")
 
-    def trial_start(self, label: str, lam: float, steps: int) -> None:
-        super().trial_start(label, lam, steps)
-        desc = f"  {label} λ={lam:.2g}"
+    def trial_start(self, label: str, values: str, steps: int) -> None:
+        super().trial_start(label, values, steps)
+        desc = f"  {label} {values}"
         if self.steps is None:
             self.steps = self.bars.add_task(desc, total=steps, info="")
         else:
@@ -88,5 +88,6 @@ class RichProgress(Progress):
             self.bars.update(self.trials, completed=done, info="" if best is None else f"best {best:.4f}")
 
 
-def make_progress() -> Progress:
-    return RichProgress() if sys.stderr.isatty() else Progress()
+def open_terminal(interactive: bool | None = None) -> Lines:
+    """Bars on an interactive terminal, plain lines anywhere else."""
+    return Bars() if (sys.stderr.isatty() if interactive is None else interactive) else Lines()

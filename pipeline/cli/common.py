@@ -1,0 +1,129 @@
+"""What every command shares: the Typer app, the global options, one session per command, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import Terminated, UserError
+from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+
+app = typer.Typer(
+    name="hpsearch",
+    help="Hyperparameter search for λ of a NumPy two-layer network on CIFAR-10, tracked in MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Settings file.", show_default="studies/<stage>.toml")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override one setting, e.g. --set train.n_s=300 (repeatable).")
+]
+TrialsOpt = Annotated[
+    int | None,
+    typer.Option("--n-trials", help="Finished trials the stage should hold.",
+                 show_default="search.n_trials of the file"),
+]
+SamplerOpt = Annotated[
+    str | None, typer.Option("--sampler", help="random | tpe | qmc.", show_default="search.sampler of the file")
+]
+PruneOpt = Annotated[
+    bool | None, typer.Option("--prune/--no-prune", help="Median pruning.", show_default="search.prune of the file")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None, typer.Option(envvar="HPSEARCH_DATA", help="CIFAR-10 folder or archive; downloads when unset.")
+    ] = None,
+    storage: Annotated[
+        str, typer.Option(envvar="HPSEARCH_STORAGE", help="Optuna storage: a journal file path or a database URL.")
+    ] = DEFAULT_STORAGE,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.", show_default=DEFAULT_TRACKING_URI),
+    ] = None,
+    experiment: Annotated[
+        str, typer.Option(envvar="HPSEARCH_EXPERIMENT", help="MLflow experiment and study prefix.")
+    ] = DEFAULT_EXPERIMENT,
+) -> None:
+    """Search λ (coarse → fine), train the final model, and compare runs in the MLflow UI."""
+    from pipeline.session import Stores
+
+    quiet_libraries()
+    ctx.obj = Stores(data_dir, storage, tracking_uri, experiment)
+
+
+def quiet_libraries() -> None:
+    """The process-wide settings of the command line, made here and nowhere else: our own lines say what
+    happened, so Optuna's and MLflow's INFO logs and experimental warnings stay quiet, and an unreachable
+    MLflow server fails in seconds instead of retrying for minutes."""
+    import logging
+
+    for key, value in {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+        os.environ.setdefault(key, value)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case MLflow was imported before: tests, notebooks
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*is experimental.*")  # QMCSampler, heartbeats, metric names
+
+
+@contextlib.contextmanager
+def session(ctx: typer.Context, progress: bool = True):
+    """A Session for the command; any error a user can cause becomes one line and an exit code."""
+    with errors():
+        from pipeline.session import Session
+        from pipeline.terminal import Lines, open_terminal
+
+        with open_terminal() if progress else Lines() as terminal:
+            yield Session(ctx.obj, terminal)
+
+
+@contextlib.contextmanager
+def errors():
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except UserError as e:
+        fail(str(e), e.exit_code)
+    except Terminated:  # before KeyboardInterrupt, its base class
+        fail("terminated: the running trial is marked FAIL and its run KILLED; run the same command to resume", 143)
+    except KeyboardInterrupt:
+        fail("interrupted: the running trial is marked FAIL and its run KILLED; run the same command to resume", 130)
+    except Exception as e:  # an unexpected failure still ends in one line; HPSEARCH_DEBUG=1 shows the traceback
+        if os.environ.get("HPSEARCH_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        fail(f"{type(e).__name__}: {first[:400]} (set HPSEARCH_DEBUG=1 for the traceback)", 1)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def fail(message: str, code: int):
+    from pipeline.urls import redact_text
+
+    typer.echo(f"error: {redact_text(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def settings(stage: str, config: Path | None = None, sets: list[str] | None = None, typed: dict | None = None):
+    """The stage's settings file with --set strings and typed options ("search.n_trials": 3) applied."""
+    from pipeline import config as cfgmod
+
+    overrides = dict(cfgmod.parse_override(item) for item in sets or [])
+    overrides |= {key: value for key, value in (typed or {}).items() if value is not None}
+    return cfgmod.load(stage, config, overrides)

@@ -1,0 +1,90 @@
+"""What a study holds, as numbers: stage summaries, the trial table, points for figures, the best trial."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.names import LAMBDA, SEARCH_STAGES
+from pipeline.workers import FINISHED
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    study_name: str
+    n_finished: int
+    n_target: int
+    best_lambda: float | None
+    best_value: float | None
+    bounds: tuple[float, float]
+    parent_run_id: str
+    complete: bool
+
+
+def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def best_of(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The completed trial with the highest value; the lower number wins a tie."""
+    return max(completed(study), key=lambda t: (t.value, -t.number), default=None)
+
+
+def searched_trials(session) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials of the coarse and fine studies (those that exist)."""
+    return [t for stage in SEARCH_STAGES if (s := session.load_study(stage)) is not None for t in completed(s)]
+
+
+def standard_error(accuracy: float, n: int) -> float:
+    """The binomial standard error of an accuracy measured on n images."""
+    return math.sqrt(accuracy * (1 - accuracy) / n)
+
+
+def best_trial(session, rule: str = "best") -> optuna.trial.FrozenTrial | None:
+    """The trial to promote, over the completed trials of the coarse and fine studies.
+
+    "best": the highest validation accuracy. "one-se": the largest λ whose accuracy is within one
+    standard error, sqrt(a(1 − a)/n_val), of the best: the one-standard-error rule of model selection.
+    """
+    trials = searched_trials(session)
+    best = max(trials, key=lambda t: t.value, default=None)
+    if best is None or rule == "best":
+        return best
+    se = standard_error(best.value, best.user_attrs.get("n_val", 5000))
+    return max((t for t in trials if t.value >= best.value - se), key=lambda t: t.params[LAMBDA])
+
+
+def lambda_points(study: optuna.Study | None) -> list[tuple[float, float, bool]]:
+    """(λ, validation accuracy, completed?) per finished trial; a pruned trial's accuracy is its last report."""
+    if study is None:
+        return []
+    return [(t.params[LAMBDA], t.value, t.state == TrialState.COMPLETE)
+            for t in study.get_trials(deepcopy=False, states=FINISHED) if t.value is not None]
+
+
+TABLE_COLUMNS = ["trial", LAMBDA, "best_val_accuracy", "final_val_accuracy", "state", "duration_s", "reason"]
+
+
+def trial_table(study: optuna.Study):
+    """One row per trial that ran: number, λ, best and final validation accuracy, state, duration."""
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):
+            continue
+        took = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+        rows.append({
+            "trial": t.number,
+            LAMBDA: t.params.get(LAMBDA, math.nan),
+            "best_val_accuracy": t.user_attrs.get("best_val_accuracy", math.nan),
+            "final_val_accuracy": t.user_attrs.get("final_val_accuracy", math.nan),
+            "state": t.state.name,
+            "duration_s": None if took is None else round(took, 1),
+            "reason": t.user_attrs.get("reason", ""),
+        })
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -1,0 +1,129 @@
+"""The one owner of the three stores a command uses: the data, the Optuna storage and MLflow.
+
+Every default and every URL fix-up happens here, once. Nothing here changes process-global state
+(MLflow's fluent URIs, environment variables, logging levels): the CLI's entry point does that.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import optuna
+
+from pipeline import sources
+from pipeline.errors import UserError
+from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORAGE, DEFAULT_TRACKING_URI, study_name
+from pipeline.terminal import Lines
+from pipeline.tracking import Tracker
+from pipeline.urls import absolute_uri, redact, redact_text
+
+RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+HEARTBEAT_S, GRACE_S = 30, 120  # Optuna's heartbeat: a database worker silent this long is dead
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where data, studies and runs live: the global options of every command."""
+
+    data_dir: Path | None = None
+    storage_url: str = DEFAULT_STORAGE
+    tracking_uri: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+
+
+class Session:
+    """Opens each store once, on first use, and answers every question about where things are."""
+
+    def __init__(self, stores: Stores | None = None, terminal: Lines | None = None):
+        self.stores = stores or Stores()
+        self.terminal = terminal or Lines()
+
+    @property
+    def experiment(self) -> str:
+        return self.stores.experiment
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking (and registry) URI, a sqlite path made absolute."""
+        return absolute_uri(self.stores.tracking_uri or DEFAULT_TRACKING_URI)
+
+    @property
+    def shown_storage(self) -> str:
+        return redact(self.stores.storage_url)
+
+    @property
+    def shown_tracking(self) -> str:
+        return redact(self.tracking_uri)
+
+    @cached_property
+    def storage(self) -> optuna.storages.BaseStorage:
+        return open_storage(self.stores.storage_url)
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        """The experiment in the tracking store, created on first use."""
+        return Tracker(self.tracking_uri, self.experiment)
+
+    def study_name(self, stage: str) -> str:
+        return study_name(self.experiment, stage)
+
+    def load_study(self, stage: str) -> optuna.Study | None:
+        try:
+            return optuna.load_study(study_name=self.study_name(stage), storage=self.storage)
+        except KeyError:
+            return None
+
+    def dataset(self, split: str, val_size: int):
+        """The split, loaded and normalised once per process (the coarse and fine stages share it)."""
+        folder = sources.resolve(self.stores.data_dir, self.terminal.say)
+        return sources.dataset(folder, split, val_size)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A file path is a journal file (safe for parallel processes on one machine); a URL is a database."""
+    if "://" not in url:
+        path = Path(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as e:
+            raise UserError(f"Optuna storage file {path} cannot be written ({e.strerror})") from None
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.split("+")[0] not in RDB_SCHEMES:
+        raise UserError(
+            f"unknown storage scheme {scheme!r} in {redact(url)}; use a file path (journal), "
+            "sqlite:///FILE or postgresql+psycopg2://USER:PASSWORD@HOST/DB"
+        )
+    engine_kwargs = {}
+    if scheme.startswith("sqlite"):
+        Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for a busy database instead of failing
+    return _with_retries(
+        lambda: optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S),
+        f"Optuna storage {redact(url)}",
+    )
+
+
+def _with_retries(make, what: str, attempts: int = 4):
+    """Workers starting together may race to create the schema: the loser retries once it exists.
+    A server that refuses the connection is reported at once."""
+    from sqlalchemy.exc import OperationalError
+
+    for i in range(attempts):
+        try:
+            return make()
+        except ModuleNotFoundError as e:
+            raise UserError(f"{what} needs the {e.name} package: pip install 'hpsearch[postgres]'") from None
+        except Exception as e:  # SQLAlchemy's and the driver's errors
+            unreachable = isinstance(e, OperationalError) and "connect" in str(e).lower()
+            if unreachable or i == attempts - 1:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise UserError(f"{what} is unreachable or unusable: {redact_text(first)[:300]}") from None
+            time.sleep(0.5 + i)

@@ -1,0 +1,94 @@
+"""Single tracked trainings outside a study: `train` (the report's exercises) and `train-final`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from model.data import CLASSES
+from model.network import evaluate
+from model.train import DivergedError, train
+from pipeline import registry
+from pipeline.config import Settings
+from pipeline.errors import UserError
+from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME
+from pipeline.results import best_trial
+from pipeline.session import Session
+from pipeline.tracking import TrackedRun, code_version, log10
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    name: str
+    lam: float
+    test_accuracy: float
+    val_accuracy: float
+    model_version: str | None = None
+    reused: bool = False
+
+
+def train_run(session: Session, cfg: Settings, name: str, role: str, register: bool = False,
+              tags: dict | None = None) -> RunResult:
+    """One training with its own MLflow run: params, curves, test accuracy (and the registered model)."""
+    data = session.dataset(cfg.data.split, cfg.data.val_size)
+    settings = cfg.train_settings()
+    lam = settings.lam
+    run = TrackedRun(
+        session.tracker, name, what=name, values=f"λ = {lam:.3g}", steps=settings.total_steps,
+        tags={"stage": name, "role": role, "config_digest": cfg.digest(), "data_digest": data.digest, **(tags or {})},
+        params=cfg.flat() | {LAMBDA: lam, f"log10_{LAMBDA}": log10(lam), "data.digest": data.digest,
+                             "data.n_train": len(data.y_train), "data.n_val": len(data.y_val),
+                             "code_version": code_version(), "config": cfg.source},
+        terminal=session.terminal,
+    )
+    try:
+        with run:
+            result = train(data.X_train, data.y_train, data.X_val, data.y_val, settings, run.checkpoint)
+            test = evaluate(result.params, data.X_test, data.y_test, lam)
+            run.log_final({f"test_{k}": v for k, v in test.items()})
+            version = None
+            if register:
+                version = registry.register(session.tracker, run.run_id, result.params, data, CLASSES,
+                                            f"{name} run {run.run_id}")
+                session.tracker.set_tags(run.run_id, {"model_version": version})
+    except DivergedError as e:
+        raise UserError(f"{name}: {e}") from None
+    session.terminal.trial_end(name, "COMPLETE", result.final(), 1, 1, None)
+    return RunResult(run.run_id, name, lam, test["accuracy"], result.final(), version)
+
+
+def final_lambda(session: Session, cfg: Settings, lam: float | None) -> tuple[float, str]:
+    """--lambda if given, else the completed trial over the coarse and fine studies that cfg's rule picks."""
+    if lam is not None:
+        if lam < 0:
+            raise UserError(f"--lambda must be ≥ 0; got {lam}")
+        return lam, "--lambda"
+    best = best_trial(session, cfg.search.select)
+    if best is None:
+        raise UserError("no finished trial in the coarse or fine study: run `hpsearch search coarse` first, "
+                        "or pass --lambda")
+    top = best_trial(session, "best")
+    why = "best" if best is top else f"largest λ within one standard error of the best ({top.value:.4f})"
+    return best.params[LAMBDA], f"trial {best.number}, val acc {best.value:.4f}: {why}"
+
+
+def previous_final(session: Session, cfg: Settings):
+    """A finished final run with the same settings (λ included), so `pipeline` reruns don't retrain."""
+    runs = session.tracker.find_runs(role="final", config_digest=cfg.digest())
+    return next((r for r in reversed(runs) if r.info.status == "FINISHED"), None)
+
+
+def train_final(session: Session, cfg: Settings, lam: float | None, force: bool = False) -> RunResult:
+    lam, source = final_lambda(session, cfg, lam)
+    cfg = cfg.replace({"train.lambda": lam})
+    if not force and (run := previous_final(session, cfg)) is not None:
+        m = run.data.metrics
+        return RunResult(run.info.run_id, "final", lam, m.get("test_accuracy", math.nan),
+                         m.get("val_accuracy", math.nan), run.data.tags.get("hpsearch.model_version"), reused=True)
+    session.terminal.say(f"final training with λ = {lam:.4g} ({source})")
+    return train_run(session, cfg, "final", role="final", register=True, tags={"lambda_source": source})
+
+
+def model_line(result: RunResult) -> str:
+    return f"models:/{MODEL_NAME}/{result.model_version} (alias {MODEL_ALIAS})"

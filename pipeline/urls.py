@@ -1,0 +1,93 @@
+"""Store URLs: redaction before anything is printed or logged, sqlite paths, and a reachability probe."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
+
+from pipeline.errors import UserError
+
+# Query parameters that carry credentials in SQLAlchemy, libpq and HTTP URLs.
+SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred|signature", re.I)
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
+_PARAM = re.compile(r"(?P<name>[?&][\w.-]*(?:pass|pwd|secret|token|key|auth|cred|signature)[\w.-]*)="
+                    r"(?P<value>[^&\s'\"]+)", re.I)  # a query parameter inside a URL
+
+
+def redact(url: str) -> str:
+    """The URL with its password and any credential-like query parameter replaced by ***: safe to print."""
+    if not secrets_of(url):
+        return url  # untouched: rebuilding would turn sqlite://// into sqlite://
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, "***" if SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_text(text: str) -> str:
+    """Every URL password and credential parameter inside free text (error messages, logs) replaced by ***."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _PARAM.sub(lambda m: f"{m['name']}=***", text)
+
+
+def secrets_of(url: str) -> list[str]:
+    """The secret strings in a URL (its password, credential parameters), to scrub from any output."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    return found + [v for k, v in parse_qsl(parts.query) if SECRET_PARAM.search(k) and v]
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def absolute_uri(uri: str) -> str:
+    """sqlite:///relative.db → sqlite:////abs/relative.db. MLflow caches stores by URI string, so a
+    relative one would keep pointing at the folder it was first opened from."""
+    db = sqlite_path(uri)
+    if db is None:
+        return uri
+    query = uri.partition("?")[2]
+    return f"sqlite:///{db.resolve()}" + (f"?{query}" if query else "")
+
+
+def is_http(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when an HTTP tracking server does not answer (MLflow would retry for minutes).
+
+    Asks a real API route, not /health: a server started without this host in --allowed-hosts answers
+    /health but refuses the API.
+    """
+    if not is_http(uri):
+        return
+    shown = redact(uri)
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=hpsearch-probe"
+    try:
+        urllib.request.urlopen(probe, timeout=timeout).close()
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise UserError(f"MLflow tracking server {shown} refused the request (HTTP {e.code}); check its "
+                            "--allowed-hosts and credentials") from None
+        if e.code >= 500 or e.code == 404 and "RESOURCE_DOES_NOT_EXIST" not in e.read().decode(errors="replace"):
+            raise UserError(f"{shown} does not answer like an MLflow tracking server (HTTP {e.code})") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = redact_text(str(getattr(e, "reason", e)))
+        raise UserError(
+            f"MLflow tracking server {shown} is unreachable ({reason}); start it or fix --tracking-uri"
+        ) from None
