@@ -9,6 +9,7 @@ split by the CIFAR-10 loader, the search rules here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import tomllib
@@ -18,11 +19,15 @@ from pathlib import Path
 
 from model import data as cifar10
 from model.train import TrainSettings
+from pipeline import space
 from pipeline.errors import ConfigError
 
 STUDIES = Path("studies")
 SAMPLERS = ("random", "tpe", "qmc")
 SELECT_RULES = ("best", "one-se")
+PRUNERS = ("median", "asha", "hyperband", "none")
+FINE_RULES = ("top2", "region")
+CONFIRM_RULES = ("best-mean", "one-se")
 
 
 @dataclass(frozen=True)
@@ -57,32 +62,63 @@ class TrainSection:
 @dataclass(frozen=True)
 class SearchSection:
     n_trials: int = 8
-    lambda_min: float = 1e-5
-    lambda_max: float = 1e-1
-    widen: float = 0.25
     sampler: str = "random"
-    prune: bool = True
+    pruner: str = "median"
+    prune: bool = True  # false: no pruning whatever `pruner` says (kept from hpsearch 0.1)
     stratify: bool = True
     select: str = "best"
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"search.sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"search.pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
         if self.select not in SELECT_RULES:
             raise ValueError(f"search.select must be one of {', '.join(SELECT_RULES)}; got {self.select!r}")
         if self.n_trials < 1:
             raise ValueError(f"search.n_trials must be ≥ 1; got {self.n_trials}")
-        if self.lambda_min <= 0 or self.lambda_max <= 0:
-            raise ValueError(f"λ bounds must be > 0; got lambda_min={self.lambda_min}, lambda_max={self.lambda_max}")
-        if self.lambda_min >= self.lambda_max:
-            raise ValueError(f"search.lambda_min must be < search.lambda_max; got {self.lambda_min} ≥ "
-                             f"{self.lambda_max}")
-        if self.widen < 0:
-            raise ValueError(f"search.widen must be ≥ 0; got {self.widen}")
+
+    @property
+    def pruning(self) -> str:
+        return self.pruner if self.prune else "none"
+
+
+@dataclass(frozen=True)
+class FineSection:
+    rule: str = "top2"  # the report's: the two best coarse trials, widened by ±widen
+    widen: float = 0.25  # top2: log10 margin around the two best
+    half_width: float = 0.5  # region: ± this many decades around the best-scoring region
+
+    def __post_init__(self):
+        if self.rule not in FINE_RULES:
+            raise ValueError(f"fine.rule must be one of {', '.join(FINE_RULES)}; got {self.rule!r}")
+        if self.widen < 0 or self.half_width <= 0:
+            raise ValueError(f"need fine.widen ≥ 0 and fine.half_width > 0; got {self.widen}, {self.half_width}")
+
+
+@dataclass(frozen=True)
+class ConfirmSection:
+    k: int = 3  # candidates: the k best distinct searched settings
+    seeds: int = 2  # trainings per candidate, seeds train.seed, train.seed + 1, ...
+    select: str = "best-mean"  # or "one-se": the largest λ within one standard error of the best mean
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"confirm.k must be ≥ 1; got {self.k}")
+        if self.seeds < 1:
+            raise ValueError(f"confirm.seeds must be ≥ 1; got {self.seeds}")
+        if self.select not in CONFIRM_RULES:
+            raise ValueError(f"confirm.select must be one of {', '.join(CONFIRM_RULES)}; got {self.select!r}")
 
 
 SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "train": TrainSection,
-                             "search": SearchSection}
+                             "search": SearchSection, "fine": FineSection, "confirm": ConfirmSection}
+DEFAULT_SPACE = {"train.lambda": {"low": 1e-5, "high": 1e-1, "log": True}}
+MOVED = {  # keys of hpsearch 0.1, and where they went
+    "search.lambda_min": 'the λ line of [space]: "train.lambda" = { low = 1e-5, high = 1e-1, log = true }',
+    "search.lambda_max": 'the λ line of [space]: "train.lambda" = { low = 1e-5, high = 1e-1, log = true }',
+    "search.widen": "[fine] widen",
+}
 
 
 def _keys(section: type) -> dict[str, dataclasses.Field]:
@@ -99,19 +135,25 @@ class Settings:
     model: ModelSection
     train: TrainSection
     search: SearchSection
+    fine: FineSection
+    confirm: ConfirmSection
+    space: dict = field(default_factory=dict)  # setting key -> space.Dimension
     source: str = ""
 
     def flat(self) -> dict[str, object]:
-        """"section.key" -> value, as logged to MLflow and hashed into the digest."""
-        return {f"{name}.{key}": getattr(getattr(self, name), f.name)
-                for name, section in SECTIONS.items() for key, f in _keys(section).items()}
+        """"section.key" -> value, as logged to MLflow and hashed into the digest (the space as JSON)."""
+        values = {f"{name}.{key}": getattr(getattr(self, name), f.name)
+                  for name, section in SECTIONS.items() for key, f in _keys(section).items()}
+        return values | {"space": space.to_json(self.space)}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.flat(), sort_keys=True).encode()).hexdigest()[:16]
 
     def replace(self, values: dict[str, object]) -> Settings:
         """A copy with some "section.key" values replaced, validated again."""
-        return build(self.name, self.flat() | values, self.source)
+        flat = self.flat()
+        del flat["space"]
+        return build(self.name, flat | values, self.source, self.space)
 
     def train_settings(self) -> TrainSettings:
         """What model.train needs: the [model] and [train] sections, field by field."""
@@ -154,6 +196,9 @@ def parse_override(item: str) -> tuple[str, object]:
 def _flatten(doc: dict, path: Path) -> dict:
     values = {}
     for section, table in doc.items():
+        if section == "space":  # its keys are dotted settings: "train.lambda" = { ... }
+            values |= {f"space.{key}": spec for key, spec in (table.items() if isinstance(table, dict) else [])}
+            continue
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: top-level key {section!r} must be a [section]; known: {', '.join(SECTIONS)}")
         for key, value in table.items():
@@ -161,26 +206,42 @@ def _flatten(doc: dict, path: Path) -> dict:
     return values
 
 
-def build(name: str, values: dict[str, object], source: str = "") -> Settings:
-    """Typed sections from "section.key" values; unknown keys, wrong types and broken rules are ConfigErrors."""
+def build(name: str, values: dict[str, object], source: str = "", searched: dict | None = None) -> Settings:
+    """Typed sections from "section.key" values; unknown keys, wrong types and broken rules are ConfigErrors.
+
+    The space comes from "space.<setting>" values (the [space] table), else `searched`, else λ alone."""
     where = f"{source}: " if source else ""
     given: dict[str, dict] = {section: {} for section in SECTIONS}
+    table = {}
     for dotted, value in values.items():
         section, _, key = dotted.partition(".")
+        if dotted in MOVED:
+            raise ConfigError(f"{where}{dotted} moved to {MOVED[dotted]}")
+        if section == "space":
+            table[key] = value
+            continue
         if section not in SECTIONS:
-            raise ConfigError(f"{where}unknown section [{section}] (key {dotted}); known: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{where}unknown section [{section}] (key {dotted}); known: "
+                              f"{', '.join([*SECTIONS, 'space'])}")
         fields = _keys(SECTIONS[section])
         if key not in fields:
             raise ConfigError(f"{where}unknown key {dotted}; [{section}] takes: {', '.join(fields)}")
-        kind = typing.get_type_hints(SECTIONS[section])[fields[key].name]
-        given[section][fields[key].name] = _typed(dotted, value, kind, where)
+        given[section][fields[key].name] = _typed(dotted, value, _types()[dotted], where)
+    searched = space.parse(table, _types(), where) if table else searched or space.parse(DEFAULT_SPACE, _types())
     try:
         sections = {section: cls(**given[section]) for section, cls in SECTIONS.items()}
-        settings = Settings(name, **sections, source=source)
+        settings = Settings(name, **sections, space=searched, source=source)
         settings.train_settings()  # the training rules live with the training
     except ValueError as e:
         raise ConfigError(f"{where}{e}") from None
     return settings
+
+
+@functools.cache
+def _types() -> dict[str, type]:
+    """"section.key" -> the setting's type."""
+    return {f"{name}.{key}": typing.get_type_hints(section)[f.name]
+            for name, section in SECTIONS.items() for key, f in _keys(section).items()}
 
 
 def _typed(dotted: str, value, kind: type, where: str):

@@ -1,16 +1,19 @@
-"""The Optuna objective: suggest λ, train inside a tracked child run, report checkpoints, return."""
+"""The Optuna objective: suggest the values, train inside a tracked child run, report checkpoints, return."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
 
 from model.train import DivergedError, train
 from pipeline.config import Settings
-from pipeline.names import LAMBDA, OBJECTIVE
+from pipeline.names import OBJECTIVE, RUN_ATTR
 from pipeline.tracking import TrackedRun, Tracker, log10
 from pipeline.workers import claim_slot, owner
+
+SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
 
 
 @dataclass
@@ -23,13 +26,14 @@ class Stage:
     data: object  # the Dataset
     tracker: Tracker
     parent_run_id: str
-    bounds: tuple[float, float]
+    suggest: Callable[[optuna.Trial], dict]  # the trial's setting values ("train.lambda": 0.003, ...)
     terminal: object
+    log_scale: frozenset = frozenset()  # settings whose log10 the runs also log (MLflow plots linearly)
     params: dict = field(default_factory=dict)  # logged on every trial's run besides its settings
 
 
 class Objective:
-    """Callable objective: the final validation accuracy of a training with the suggested λ."""
+    """Callable objective: the final validation accuracy of a training with the suggested values."""
 
     def __init__(self, stage: Stage):
         self.stage = stage
@@ -39,9 +43,12 @@ class Objective:
         claim_slot(trial, s.cfg.search.n_trials)
         for key, value in (owner() | {"stage": s.name, "n_val": len(s.data.y_val)}).items():
             trial.set_user_attr(key, value)
-        lam = trial.suggest_float(LAMBDA, *s.bounds, log=True)
-        settings = s.cfg.replace({"train.lambda": lam}).train_settings()
-        run = self.tracked_run(trial, lam, settings.total_steps)
+        values = s.suggest(trial)
+        trial.set_user_attr(SETTINGS_ATTR, values)
+        cfg = s.cfg.replace(values)
+        settings = cfg.train_settings()
+        trial.set_user_attr("steps_total", settings.total_steps)  # with steps_trained: the compute pruning saved
+        run = self.tracked_run(trial, cfg, values, settings.total_steps)
         try:
             with run:
                 try:
@@ -54,35 +61,47 @@ class Objective:
             self.record(trial, run)
         return run.final_val_accuracy
 
-    def tracked_run(self, trial: optuna.Trial, lam: float, steps: int) -> TrackedRun:
+    def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int) -> TrackedRun:
         s = self.stage
+        named = {key.partition(".")[2]: value for key, value in values.items()}
+        logs = {f"log10_{key.partition('.')[2]}": log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
-            s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=f"λ = {lam:.3g}",
+            s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=describe(values),
             steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},
-            params=s.cfg.replace({"train.lambda": lam}).flat() | s.params | {
-                LAMBDA: lam, f"log10_{LAMBDA}": log10(lam), "trial": trial.number},
+            params=cfg.flat() | s.params | named | logs | {"trial": trial.number},
             parent_run_id=s.parent_run_id, terminal=s.terminal, outcomes=(optuna.TrialPruned,),
         )
-        trial.set_user_attr("mlflow_run_id", run.run_id)
+        trial.set_user_attr(RUN_ATTR, run.run_id)
         return run
 
     def on_checkpoint(self, trial: optuna.Trial, run: TrackedRun, settings):
-        prune = self.stage.cfg.search.prune
+        prune = self.stage.cfg.search.pruning != "none"
         cycle = 2 * settings.n_s  # the pruner judges only at ends of cycles; asking elsewhere costs a storage read
 
         def report(step: int, metrics: dict) -> None:
             run.checkpoint(step, metrics)
             trial.report(metrics[OBJECTIVE], step)
             if prune and step % cycle == 0 and step < settings.total_steps and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step}: val acc {metrics[OBJECTIVE]:.4f} below the median")
+                raise optuna.TrialPruned(f"pruned at step {step}: val acc {metrics[OBJECTIVE]:.4f} "
+                                         f"(by the {self.stage.cfg.search.pruning} pruner)")
 
         return report
 
     @staticmethod
     def record(trial: optuna.Trial, run: TrackedRun) -> None:
         """The trial keeps what its run measured and how it ended, whatever happened."""
+        trial.set_user_attr("steps_trained", run.history["step"][-1] if run.history["step"] else 0)
         if run.best_val_accuracy is not None:
             trial.set_user_attr("best_val_accuracy", run.best_val_accuracy)
             trial.set_user_attr("final_val_accuracy", run.final_val_accuracy)
         if run.reason:
             trial.set_user_attr("reason", run.reason)
+
+
+def describe(values: dict) -> str:
+    """'λ = 0.00123, hidden = 200': the values of a trial, for its progress line and run description."""
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{'λ' if key == 'train.lambda' else key.partition('.')[2]} = {fmt(v)}"
+                     for key, v in values.items())

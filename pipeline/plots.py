@@ -63,3 +63,46 @@ def accuracy_vs_lambda(
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
+
+
+def parallel_coordinates(study, searched: Mapping) -> Figure:
+    """One line per finished trial across the searched dimensions (log10 for log scales, choice index for
+    categories), each axis scaled to its range, coloured by validation accuracy; pruned trials dashed."""
+    import math
+
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+              if t.value is not None and all(d.name in t.params for d in searched.values())]
+    dims = list(searched.values())
+
+    def position(dim, value) -> float:
+        if dim.kind == "categorical":
+            return dim.choices.index(value) / max(1, len(dim.choices) - 1)
+        lo, hi, v = dim.low, dim.high, value
+        if dim.log:
+            lo, hi, v = math.log10(lo), math.log10(hi), math.log10(v)
+        return (v - lo) / (hi - lo) if hi > lo else 0.5
+
+    fig = Figure(figsize=(max(6, 2.2 * len(dims) + 2), 4.2), layout="constrained")
+    ax = fig.subplots()
+    values = [t.value for t in trials]
+    norm = Normalize(min(values, default=0), max(values, default=1))
+    cmap = colormaps["viridis"]
+    for t in sorted(trials, key=lambda t: t.value):
+        ys = [position(d, t.params[d.name]) for d in dims]
+        ax.plot(range(len(dims)), ys, color=cmap(norm(t.value)), lw=1.5, alpha=0.85,
+                ls="-" if t.state == TrialState.COMPLETE else "--")
+    ax.set_xticks(range(len(dims)), [("log10 " if d.log else "") + d.name for d in dims])
+    for i, d in enumerate(dims):
+        ax.axvline(i, color="gray", lw=0.8)
+        ends = ([str(d.choices[0]), str(d.choices[-1])] if d.kind == "categorical"
+                else [f"{d.low:.3g}", f"{d.high:.3g}"])
+        ax.annotate(ends[0], (i, 0), xytext=(3, -12), textcoords="offset points", fontsize="x-small")
+        ax.annotate(ends[1], (i, 1), xytext=(3, 4), textcoords="offset points", fontsize="x-small")
+    ax.set(ylim=(-0.08, 1.08), yticks=[], title=f"{study.study_name}: searched values vs validation accuracy "
+                                                 "(dashed: pruned)")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="validation accuracy")
+    return fig

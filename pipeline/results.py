@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import optuna
@@ -18,11 +19,39 @@ class StageSummary:
     study_name: str
     n_finished: int
     n_target: int
-    best_lambda: float | None
+    best_settings: dict | None  # setting key -> value of the best trial
     best_value: float | None
-    bounds: tuple[float, float]
+    space: dict  # setting key -> space.Dimension
     parent_run_id: str
     complete: bool
+
+
+def trial_settings(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
+    """Setting key -> value a trial trained with (hpsearch 0.1 trials recorded λ alone, as a param)."""
+    return dict(trial.user_attrs.get("settings") or {"train.lambda": trial.params[LAMBDA]})
+
+
+def stage_metrics(study: optuna.Study) -> dict[str, float]:
+    """What the stage run carries: best and median validation accuracy, best λ, trials, wall time, and the
+    compute its pruner used and saved (update steps trained against what full trainings would take)."""
+    done = completed(study)
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if t.datetime_start and t.datetime_complete and not t.user_attrs.get("surplus")]
+    out = {"n_trials": float(len(trials))}
+    if trials:
+        wall = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
+        out["wall_time_s"] = wall.total_seconds()
+        measured = [t for t in trials if "steps_total" in t.user_attrs]
+        full = sum(t.user_attrs["steps_total"] for t in measured)
+        if full:
+            used = sum(t.user_attrs.get("steps_trained", 0) for t in measured)
+            out |= {"steps_trained": float(used), "compute_saved": 1 - used / full}
+    if done:
+        best = best_of(study)
+        out |= {"best_val_accuracy": best.value, "median_val_accuracy": statistics.median(t.value for t in done)}
+        if LAMBDA in best.params:
+            out["best_lambda"] = best.params[LAMBDA]
+    return out
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -81,10 +110,12 @@ def trial_table(study: optuna.Study):
         rows.append({
             "trial": t.number,
             LAMBDA: t.params.get(LAMBDA, math.nan),
+            **{name: value for name, value in t.params.items() if name != LAMBDA},
             "best_val_accuracy": t.user_attrs.get("best_val_accuracy", math.nan),
             "final_val_accuracy": t.user_attrs.get("final_val_accuracy", math.nan),
             "state": t.state.name,
             "duration_s": None if took is None else round(took, 1),
             "reason": t.user_attrs.get("reason", ""),
         })
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    extra = sorted({k for row in rows for k in row} - set(TABLE_COLUMNS))
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS[:2] + extra + TABLE_COLUMNS[2:])

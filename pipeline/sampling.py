@@ -98,12 +98,26 @@ def make_sampler(cfg: Settings) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(cfg: Settings) -> optuna.pruners.BasePruner:
-    if not cfg.search.prune:
-        return optuna.pruners.NopPruner()
-    # Accuracy swings with the cyclical η: trials are comparable only at the ends of cycles (η at its minimum).
-    # Strongly regularised networks lag early and catch up late, so judging after the first cycle prunes
-    # exactly the large λ the search is looking for (measured on CIFAR-10): the pruner waits until the end
-    # of the second-to-last cycle, then checks once per cycle. The objective never prunes at the last step.
-    cycle = 2 * cfg.train.n_s
-    warmup = cycle * max(1, cfg.train.cycles - 1)
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup, interval_steps=cycle)
+    """The stage's pruner, judging in update steps but only ever asked at the end of a cycle.
+
+    Accuracy swings with the cyclical η: trials are comparable only at the ends of cycles (η at its
+    minimum), so the objective asks the pruner there and nowhere else, and never at the last step.
+    "median": strongly regularised networks lag early and catch up late, so judging after the first cycle
+    prunes exactly the large λ the search is looking for (measured on CIFAR-10): it waits until the end of
+    the second-to-last cycle. "asha" and "hyperband" count their resource in cycles: the first rung is the
+    end of the first cycle, the last is the whole schedule.
+    """
+    cycle, total = 2 * cfg.train.n_s, cfg.train_settings().total_steps
+    kind = cfg.search.pruning
+    if kind == "median":
+        warmup = cycle * max(1, cfg.train.cycles - 1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup, interval_steps=cycle)
+    if kind == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=cycle, reduction_factor=REDUCTION,
+                                                      min_early_stopping_rate=0)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=cycle, max_resource=total, reduction_factor=REDUCTION)
+    return optuna.pruners.NopPruner()
+
+
+REDUCTION = 3  # ASHA and Hyperband keep the best third at each rung (Optuna's default)

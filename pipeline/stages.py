@@ -2,69 +2,55 @@
 
 from __future__ import annotations
 
-import statistics
+import dataclasses
 
 import optuna
 from optuna.trial import TrialState
 
-from pipeline import plots
+from pipeline import plots, space
 from pipeline.config import Settings
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, OBJECTIVE, PARENT_ATTR, SEARCH_STAGES
 from pipeline.objective import Objective, Stage
-from pipeline.results import StageSummary, best_of, completed, lambda_points, trial_table
+from pipeline.results import StageSummary, best_of, completed, lambda_points, stage_metrics, trial_settings, trial_table
 from pipeline.sampling import make_pruner, make_sampler
 from pipeline.session import Session
 from pipeline.tracking import NOTE, code_version
 from pipeline.workers import SurplusTrial, recover_orphans, tally, wait_until_settled
 
+SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
+
 
 def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
     """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage)."""
-    existing = session.load_study(stage)
-    if stage == "fine" and existing is not None and "lambda_min" in existing.user_attrs:
-        # Bounds are derived once, when the fine study is created; resuming keeps them.
-        bounds, source = (existing.user_attrs["lambda_min"], existing.user_attrs["lambda_max"]), {}
-    elif stage == "fine":
-        bounds, source = fine_bounds(session, cfg)
-    else:
-        bounds, source = (cfg.search.lambda_min, cfg.search.lambda_max), {}
-    data = session.dataset(cfg.data.split, cfg.data.val_size)
-    tracker = session.tracker
+    searched, source = stage_space(session, stage, cfg)
+    cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
     study, created = open_study(session, stage, cfg)
-    if created and stage == "fine":
-        for key, value in {"lambda_min": bounds[0], "lambda_max": bounds[1], **source}.items():
-            study.set_user_attr(key, value)
-    params = {"search.lambda_min": bounds[0], "search.lambda_max": bounds[1], "data.digest": data.digest,
-              "data.n_train": len(data.y_train), "data.n_val": len(data.y_val), "code_version": code_version()}
-    parent, new_parent = ensure_parent_run(session, study, stage)
-    if new_parent:
-        tracker.log_params(parent, cfg.flat() | params | {k: study.user_attrs.get(k, v) for k, v in source.items()})
-    n = cfg.search.n_trials
-    tracker.set_tags(parent, {"n_trials": n, NOTE: f"{stage} stage of {session.experiment}: {n} trials"})
-    study.set_user_attr("n_trials", n)  # the target the next stage checks against
-    recover_orphans(study)
-    close_orphan_runs(session, study, parent)
-    tracker.set_status(parent, "RUNNING")
-    objective = Objective(Stage(stage, study.study_name, cfg, data, tracker, parent, bounds, session.terminal, params))
-    try:
-        while True:
-            done = tally(study)
-            session.terminal.stage(stage, n, min(done.finished, n))
-            if done.finished + done.running >= n:
-                break
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[_announce(session, stage, n)])
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
-        tracker.set_status(parent, "KILLED")
-        raise
-    except Exception:
-        tracker.set_status(parent, "FAILED")
-        raise
-    return finish_stage(session, stage, study, parent, n, bounds)
+    if created:
+        record_space(study, searched, source)
+    log_scale = frozenset(key for key, dim in searched.items() if dim.log)
+    shared = start_stage(session, study, stage, cfg, lambda trial: space.suggest(searched, trial), log_scale,
+                         source)
+    run_trials(session, study, shared, cfg.search.n_trials)
+    return finish_stage(session, stage, study, shared.parent_run_id, cfg.search.n_trials, searched)
 
 
-def fine_bounds(session: Session, cfg: Settings) -> tuple[tuple[float, float], dict]:
-    """The coarse study's two best λ, widened by ±widen in log10, and where they came from."""
+def stage_space(session: Session, stage: str, cfg: Settings) -> tuple[space.Space, dict]:
+    """What the stage searches, and where it came from: the file's [space], or for fine, derived from coarse
+    once, when the fine study is created (resuming keeps it)."""
+    if stage != "fine":
+        return cfg.space, {}
+    existing = session.load_study("fine")
+    if existing is not None and SPACE_ATTR in existing.user_attrs:
+        return space.from_json(existing.user_attrs[SPACE_ATTR]), {}
+    if existing is not None and "lambda_min" in existing.user_attrs:  # a fine study of hpsearch 0.1
+        lo, hi = existing.user_attrs["lambda_min"], existing.user_attrs["lambda_max"]
+        return {"train.lambda": space.Dimension("train.lambda", "float", lo, hi, True)}, {}
+    return fine_space(session, cfg)
+
+
+def fine_space(session: Session, cfg: Settings) -> tuple[space.Space, dict]:
+    """The coarse space refined by cfg's fine rule around the coarse results, and where it came from."""
     coarse = session.load_study("coarse")
     if coarse is None:
         raise UserError(f"no coarse study {session.study_name('coarse')!r} in {session.shown_storage}; "
@@ -76,18 +62,71 @@ def fine_bounds(session: Session, cfg: Settings) -> tuple[tuple[float, float], d
                         "`hpsearch search coarse` to complete it (or with --n-trials N to settle for fewer)")
     done = completed(coarse)
     if len(done) < 2:
-        raise UserError(f"the coarse study has {len(done)} completed trial(s); the fine bounds need 2: "
+        raise UserError(f"the coarse study has {len(done)} completed trial(s); the fine space needs 2: "
                         "run `hpsearch search coarse` (again) first")
+    coarse_space = coarse_space_of(coarse)
     top = sorted(done, key=lambda t: (-t.value, t.number))[:2]
-    lams = sorted(t.params[LAMBDA] for t in top)
-    margin = 10 ** cfg.search.widen
-    source = {
-        "source_study": coarse.study_name,
-        "source_trials": ",".join(str(t.number) for t in top),
-        "source_lambdas": ",".join(f"{t.params[LAMBDA]:.6g}" for t in top),
-        "widen_log10": cfg.search.widen,
-    }
-    return (lams[0] / margin, lams[1] * margin), source
+    if cfg.fine.rule == "top2":
+        fine = space.refine_top2(coarse_space, [trial_settings(t) for t in top], cfg.fine.widen)
+    else:
+        fine = space.refine_region(coarse_space, [(trial_settings(t), t.value) for t in done], cfg.fine.half_width)
+    source = {"source_study": coarse.study_name, "fine_rule": cfg.fine.rule,
+              "source_trials": ",".join(str(t.number) for t in top),
+              "source_lambdas": ",".join(f"{t.params[LAMBDA]:.6g}" for t in top if LAMBDA in t.params)}
+    return fine, source
+
+
+def coarse_space_of(study: optuna.Study) -> space.Space:
+    if SPACE_ATTR in study.user_attrs:
+        return space.from_json(study.user_attrs[SPACE_ATTR])
+    dist = study.trials[0].distributions[LAMBDA]  # a coarse study of hpsearch 0.1 searched λ alone
+    return {"train.lambda": space.Dimension("train.lambda", "float", dist.low, dist.high, dist.log)}
+
+
+def record_space(study: optuna.Study, searched: space.Space, source: dict) -> None:
+    study.set_user_attr(SPACE_ATTR, space.to_json(searched))
+    if "train.lambda" in searched and searched["train.lambda"].kind == "float":  # as hpsearch 0.1 recorded it
+        study.set_user_attr("lambda_min", searched["train.lambda"].low)
+        study.set_user_attr("lambda_max", searched["train.lambda"].high)
+    for key, value in source.items():
+        study.set_user_attr(key, value)
+
+
+def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings, suggest, log_scale: frozenset,
+                stage_params: dict) -> Stage:
+    """The data, the stage's parent run (found or created once) and what every trial shares."""
+    data = session.dataset(cfg.data.split, cfg.data.val_size)
+    tracker = session.tracker
+    params = {"data.digest": data.digest, "data.n_train": len(data.y_train), "data.n_val": len(data.y_val),
+              "code_version": code_version()}
+    parent, new_parent = ensure_parent_run(session, study, stage)
+    if new_parent:
+        tracker.log_params(parent, cfg.flat() | params | stage_params)
+    n = cfg.search.n_trials
+    tracker.set_tags(parent, {"n_trials": n, NOTE: f"{stage} stage of {session.experiment}: {n} trials"})
+    study.set_user_attr("n_trials", n)  # the target the next stage checks against
+    recover_orphans(study)
+    close_orphan_runs(session, study, parent)
+    tracker.set_status(parent, "RUNNING")
+    return Stage(stage, study.study_name, cfg, data, tracker, parent, suggest, session.terminal, log_scale, params)
+
+
+def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int) -> None:
+    """Until the study holds n finished trials, counting those other workers are running."""
+    objective = Objective(stage)
+    try:
+        while True:
+            done = tally(study)
+            session.terminal.stage(stage.name, n, min(done.finished, n))
+            if done.finished + done.running >= n:
+                break
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[_announce(session, stage.name, n)])
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
+        stage.tracker.set_status(stage.parent_run_id, "KILLED")
+        raise
+    except Exception:
+        stage.tracker.set_status(stage.parent_run_id, "FAILED")
+        raise
 
 
 def _announce(session: Session, stage: str, n: int):
@@ -151,8 +190,9 @@ def close_orphan_runs(session: Session, study: optuna.Study, parent_run_id: str)
             session.tracker.set_status(run.info.run_id, "KILLED")
 
 
-def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str, n: int, bounds) -> StageSummary:
-    """When the study is complete: the parent run gets the summary metrics, the figure and the trial table."""
+def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str, n: int,
+                 searched: space.Space) -> StageSummary:
+    """When the study is complete: the parent run gets the summary metrics, the figures and the trial table."""
     tracker = session.tracker
     done = tally(study)
     complete = done.finished >= n and done.running == 0
@@ -160,28 +200,18 @@ def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str,
     if complete:
         tracker.log_metrics(parent, stage_metrics(study))
         if best is not None:
-            tracker.set_tags(parent, {"best_trial": best.number, "best_lambda": f"{best.params[LAMBDA]:.6g}"})
-        points = {s: lambda_points(session.load_study(s)) for s in SEARCH_STAGES[: SEARCH_STAGES.index(stage) + 1]}
-        title = "Validation accuracy vs λ: " + " and ".join(points)
-        fine_range = bounds if stage == "fine" else None
-        figure = plots.accuracy_vs_lambda(points, title, fine_range, best.user_attrs.get("n_val") if best else None)
-        tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
+            tracker.set_tags(parent, {"best_trial": best.number, **{
+                f"best_{k.partition('.')[2]}": f"{v:.6g}" if isinstance(v, float) else v
+                for k, v in trial_settings(best).items()}})
+        if "train.lambda" in searched:
+            points = {s: lambda_points(session.load_study(s)) for s in SEARCH_STAGES[: SEARCH_STAGES.index(stage) + 1]}
+            fine_range = (searched["train.lambda"].low, searched["train.lambda"].high) if stage == "fine" else None
+            figure = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: " + " and ".join(points), fine_range,
+                                              best.user_attrs.get("n_val") if best else None)
+            tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
+        if len(searched) > 1:
+            tracker.log_figure(parent, plots.parallel_coordinates(study, searched), "parallel_coordinates.png")
         tracker.log_text(parent, trial_table(study).to_csv(index=False), "trials.csv")
         tracker.set_status(parent, "FINISHED")
-    return StageSummary(stage, study.study_name, done.finished, n, None if best is None else best.params[LAMBDA],
-                        None if best is None else best.value, bounds, parent, complete)
-
-
-def stage_metrics(study: optuna.Study) -> dict[str, float]:
-    """Best and median validation accuracy, best λ, trials, wall time: what the stage run carries."""
-    done = completed(study)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
-    out = {"n_trials": float(len([t for t in trials if not t.user_attrs.get("surplus")]))}
-    if trials:
-        wall = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
-        out["wall_time_s"] = wall.total_seconds()
-    if done:
-        best = best_of(study)
-        out |= {"best_val_accuracy": best.value, "median_val_accuracy": statistics.median(t.value for t in done),
-                "best_lambda": best.params[LAMBDA]}
-    return out
+    return StageSummary(stage, study.study_name, done.finished, n, None if best is None else trial_settings(best),
+                        None if best is None else best.value, searched, parent, complete)

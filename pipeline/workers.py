@@ -32,12 +32,12 @@ class SurplusTrial(Exception):
 class Tally(NamedTuple):
     finished: int
     running: int
+    waiting: int  # enqueued, not started yet
 
 
 def tally(study: optuna.Study) -> Tally:
-    trials = study.get_trials(deepcopy=False, states=LIVE)
-    finished = sum(t.state in FINISHED for t in trials)
-    return Tally(finished, len(trials) - finished)
+    states = [t.state for t in study.get_trials(deepcopy=False, states=LIVE)]
+    return Tally(sum(s in FINISHED for s in states), states.count(TrialState.RUNNING), states.count(TrialState.WAITING))
 
 
 # ---- who runs a trial ------------------------------------------------------------------------------

@@ -126,9 +126,19 @@ def test_checksum_mismatch_on_download(project, http_server, monkeypatch):
 
 # ---- settings ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, match", [
-    (["--set", "search.lambda_min=0"], "λ bounds must be > 0"),
-    (["--set", "search.lambda_max=-1e-3"], "λ bounds must be > 0"),
-    (["--set", "search.lambda_min=0.1", "--set", "search.lambda_max=0.01"], "lambda_min must be < "),
+    (["--set", "space.train.lambda={ low = 0.0, high = 0.1, log = true }"],
+     "train.lambda: a log-scale range needs low > 0"),
+    (["--set", "space.train.lambda={ low = 0.1, high = 0.01, log = true }"], "train.lambda: low must be < high"),
+    (["--set", "space.train.learning_rate={ low = 0.1, high = 1.0 }"], "train.learning_rate: unknown setting"),
+    (["--set", "space.data.val_size={ low = 100, high = 1000 }"], "data.val_size: unknown setting"),
+    (["--set", "space.model.hidden={ choices = [] }"], "model.hidden: choices must be a non-empty list"),
+    (["--set", "space.model.hidden={ low = 0.5, high = 2.0 }"], "model.hidden: bound 0.5 is not a int"),
+    (["--set", "space.model.hidden={ choices = [50, 0.5] }"], "model.hidden: choice 0.5 is not a int"),
+    (["--set", "space.train.lambda={ low = 1e-5 }"], "train.lambda: needs low and high"),
+    (["--set", "search.lambda_min=1e-5"], "search.lambda_min moved to the λ line of [space]"),
+    (["--set", "search.widen=0.5"], "search.widen moved to [fine] widen"),
+    (["--set", 'search.pruner="sha"'], "search.pruner must be one of median, asha, hyperband, none"),
+    (["--set", 'fine.rule="top3"'], "fine.rule must be one of top2, region"),
     (["--n-trials", "0"], "n_trials must be ≥ 1"),
     (["--set", "train.nsteps=3"], "unknown key train.nsteps"),
     (["--set", "train.n_s=\"many\""], "train.n_s must be int"),
@@ -168,7 +178,7 @@ def test_fine_with_fewer_than_two_finished_coarse_trials_loses_nothing(project):
     before = snapshot(project)
     fails("search", "fine", code=1, match="1 completed trial")
     # Bad input after real work: every command fails cleanly, nothing recorded changes.
-    fails("search", "coarse", "--set", "search.lambda_min=-1", code=2)
+    fails("search", "coarse", "--set", "space.train.lambda={ low = -1.0, high = 1.0, log = true }", code=2)
     fails("--storage", "foo://bar", "search", "coarse", match="unknown storage scheme")
     fails("--tracking-uri", "http://127.0.0.1:9", "search", "coarse", match="unreachable")
     assert snapshot(project) == before

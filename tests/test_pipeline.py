@@ -3,6 +3,7 @@ Optuna storage and MlflowClient."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -78,7 +79,8 @@ def test_one_parent_run_per_stage_and_one_child_per_trial(searched):
             p = child.data.params
             assert float(p["lambda"]) == pytest.approx(trial.params["lambda"])
             assert p["train.n_s"] == "10" and p["train.seed"] == "0" and len(p["data.digest"]) == 64
-            assert "code_version" in p and "search.lambda_min" in p
+            assert "code_version" in p and "train.lambda" in p["space"]
+            assert float(p["log10_lambda"]) == pytest.approx(math.log10(trial.params["lambda"]))
             hist = client.get_metric_history(child.info.run_id, "val_accuracy")
             steps = [m.step for m in hist]
             assert steps == sorted(steps) and steps[0] == 5 and len(steps) <= 100
@@ -100,8 +102,9 @@ def test_fine_bounds_are_derived_from_the_coarse_top_two(searched):
     for t in fine.get_trials():
         assert lo <= t.params["lambda"] <= hi
     parent = runs(client, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'fine'")[0]
-    assert float(parent.data.params["search.lambda_min"]) == pytest.approx(lo)
-    assert float(parent.data.params["search.lambda_max"]) == pytest.approx(hi)
+    logged = json.loads(parent.data.params["space"])
+    assert [(d["key"], d["low"], d["high"], d["log"]) for d in logged] == [("train.lambda", pytest.approx(lo),
+                                                                          pytest.approx(hi), True)]
 
 
 def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar_dir):

@@ -136,7 +136,7 @@ def test_three_workers_share_one_study_on_the_default_storage(project):
 def test_a_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(project):
     result = CliRunner().invoke(app, [
         "search", "coarse", "--n-trials", "4", "--no-prune", "--sampler", "qmc",
-        "--set", "search.lambda_min=1e-4", "--set", "search.lambda_max=1e4",
+        "--set", "space.train.lambda={ low = 1e-4, high = 1e4, log = true }",
     ])
     assert result.exit_code == 0, result.output
     study = load(project)

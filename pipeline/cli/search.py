@@ -26,12 +26,14 @@ def _search(ctx, stage, config, sets, n_trials, sampler, prune):
 
 
 def print_summary(summary) -> None:
-    lo, hi = summary.bounds
+    from pipeline.objective import describe
+
     done = "complete" if summary.complete else "not complete yet (other workers still running?)"
     typer.echo(f"{summary.stage}: {summary.n_finished}/{summary.n_target} trials finished, {done}")
-    typer.echo(f"  λ range       {lo:.3g} .. {hi:.3g} (log-uniform)")
-    if summary.best_lambda is not None:
-        typer.echo(f"  best λ        {summary.best_lambda:.4g}")
+    for dim in summary.space.values():
+        typer.echo(f"  searched      {dim.describe()}")
+    if summary.best_settings is not None:
+        typer.echo(f"  best          {describe(summary.best_settings)}")
         typer.echo(f"  best val acc  {summary.best_value:.4f}")
     typer.echo(f"  study {summary.study_name}, MLflow parent run {summary.parent_run_id}")
 
