@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from model.data import Dataset
+from model.cifar10 import Dataset
 from model.train import DivergedError, train
 from pipeline import plots
 from pipeline.config import StageConfig

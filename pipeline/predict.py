@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import CLASSES, D, DataError, load_batch
+from model.cifar10 import CLASSES, D, DataError, load_batch
 from pipeline.errors import UserError
 from pipeline.tracking import (
     DEFAULT_TRACKING_URI,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import CLASSES
+from model.cifar10 import CLASSES
 from model.network import Params, evaluate
 from model.train import DivergedError, train
 from pipeline import plots

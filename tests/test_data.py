@@ -1,4 +1,4 @@
-"""model.data: safe loading, validation, locating, download + extraction, splits, normalisation."""
+"""model.cifar10: safe loading, validation, locating, download + extraction, splits, normalisation."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from model import data
-from model.data import DataError, load_batch, load_dataset, locate
+from model import cifar10 as data
+from model.cifar10 import DataError, fetch, load_batch, load_dataset, locate
 from tests.cifar_fixtures import make_archive, make_cifar, md5_of, write_batch
 
 N = 200  # images per generated batch
@@ -228,7 +228,7 @@ def test_locate_reuses_an_existing_extraction(tmp_path, cifar, monkeypatch):
     def fail(*_):
         raise AssertionError("extracted again")
 
-    monkeypatch.setattr(data, "extract", fail)
+    monkeypatch.setattr(fetch, "extract", fail)
     assert locate(archive) == tmp_path / "cifar-10-batches-py"
 
 
@@ -241,7 +241,7 @@ def test_locate_reextracts_an_incomplete_extraction(tmp_path, cifar):
 
 
 def test_missing_folder_says_what_to_do(tmp_path):
-    with pytest.raises(DataError, match=r"nowhere: not found; pass --data-dir"):
+    with pytest.raises(DataError, match=r"nowhere: not found; point the data folder at"):
         locate(tmp_path / "nowhere")
     with pytest.raises(DataError, match=r"holds no cifar-10-batches-py"):
         locate(tmp_path)
@@ -386,8 +386,8 @@ def test_network_errors_are_data_errors(tmp_path, http_dir):
 def test_ensure_downloads_once_then_reuses(tmp_path, cifar, http_dir, monkeypatch):
     root, base = http_dir
     archive = make_archive(cifar.parent, root)
-    monkeypatch.setattr(data, "URL", f"{base}/{archive.name}")
-    monkeypatch.setattr(data, "MD5", md5_of(archive))
+    monkeypatch.setattr(fetch, "URL", f"{base}/{archive.name}")
+    monkeypatch.setattr(fetch, "MD5", md5_of(archive))
     folder = data.ensure(download_to=tmp_path / "dl")
     assert folder == tmp_path / "dl" / "cifar-10-batches-py"
     archive.unlink()  # a second call must not need the network
@@ -483,7 +483,7 @@ def test_digest_is_stable_and_tracks_data_and_split(tmp_path):
 
 def test_digest_is_the_same_in_another_process(cifar):
     here = load_dataset(cifar, "holdout", val_size=100).digest
-    code = ("import sys; from model.data import load_dataset; "
+    code = ("import sys; from model.cifar10 import load_dataset; "
             "print(load_dataset(sys.argv[1], 'holdout', val_size=100).digest)")
     out = subprocess.run([sys.executable, "-c", code, str(cifar)], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1])
