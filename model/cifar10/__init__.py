@@ -15,7 +15,7 @@ Typical use::
     ds = load_dataset(ensure(data_dir="~/data"), split="holdout", val_size=5000)
 """
 
-from model.cifar10.batch import load_batch
+from model.cifar10.batch import load_batch, load_meta
 from model.cifar10.dataset import (
     MAX_VAL_SIZE,
     SPLITS,
@@ -42,5 +42,5 @@ from model.cifar10.layout import (
 __all__ = [
     "ARCHIVE_NAME", "BATCHES_DIR", "CLASSES", "D", "DEFAULT_DOWNLOAD_DIR", "MAX_VAL_SIZE", "META_FILE",
     "SPLITS", "TEST_FILE", "TRAIN_FILES", "DataError", "Dataset", "download", "ensure", "extract",
-    "feature_stats", "load_batch", "load_dataset", "locate", "missing_files", "normalise", "standardise",
+    "feature_stats", "load_batch", "load_dataset", "load_meta", "locate", "missing_files", "normalise", "standardise",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from model.cifar10.layout import HINT_REFETCH, D, DataError
+from model.cifar10.layout import CLASSES, HINT_REFETCH, D, DataError
 from model.cifar10.unpickle import read_pickle
 
 
@@ -35,8 +35,12 @@ def _check_data(data: Any, path: Path) -> np.ndarray:
 
 def _check_labels(labels: Any, n: int, path: Path) -> np.ndarray:
     if not isinstance(labels, list | tuple | np.ndarray):
-        raise DataError(f"{path}: 'labels' is a {type(labels).__name__}, expected a list of ints")
-    y = np.asarray(labels)
+        raise DataError(f"{path}: 'labels' is a {type(labels).__name__}, expected a list of ints; {HINT_REFETCH}")
+    # Checked before np.asarray, which would turn a mixed list into strings, objects or an error.
+    if not isinstance(labels, np.ndarray) and not all(type(v) is int for v in labels):
+        odd = next(v for v in labels if type(v) is not int)
+        raise DataError(f"{path}: 'labels' holds a {type(odd).__name__}, expected only ints; {HINT_REFETCH}")
+    y = np.asarray(labels, dtype=np.int64) if not isinstance(labels, np.ndarray) else labels
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise DataError(f"{path}: 'labels' must be a flat list of ints; got dtype {y.dtype}, "
                         f"shape {y.shape}; {HINT_REFETCH}")
@@ -62,7 +66,21 @@ def load_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                         f"'data' and 'labels'; {HINT_REFETCH}")
     X = _check_data(_field(batch, "data", path), path)
     y = _check_labels(_field(batch, "labels", path), X.shape[0], path)
-    # The protocol-5 route yields a read-only view of the pickle's buffer; callers may write.
-    if not (X.flags.c_contiguous and X.flags.writeable):
-        X = np.array(X, order="C")
-    return X, y
+    return X, y  # read_pickle builds every array as a fresh C-contiguous copy
+
+
+def load_meta(path: str | os.PathLike) -> tuple[str, ...]:
+    """The class names in a batches.meta file, in label order (the official file: CLASSES)."""
+    path = Path(path)
+    meta = read_pickle(path)
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: holds a {type(meta).__name__}, expected a dict with 'label_names'; "
+                        f"{HINT_REFETCH}")
+    names = _field(meta, "label_names", path)
+    if not (isinstance(names, list) and len(names) == len(CLASSES)
+            and all(type(v) in (bytes, str) and 0 < len(v) <= 100 for v in names)):
+        raise DataError(f"{path}: 'label_names' is not a list of {len(CLASSES)} short names; {HINT_REFETCH}")
+    try:
+        return tuple(v.decode() if isinstance(v, bytes) else v for v in names)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: 'label_names' are not UTF-8 text; {HINT_REFETCH}") from None
