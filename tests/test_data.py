@@ -1,17 +1,12 @@
-"""model.cifar10: safe loading, validation, locating, download + extraction, splits, normalisation."""
+"""model.cifar10: batch validation, splits, normalisation and the digest (reading: test_unpickle.py,
+fetching: test_fetch.py)."""
 
 from __future__ import annotations
 
-import functools
-import io
 import pickle
-import socket
 import subprocess
 import sys
-import tarfile
-import threading
 import tracemalloc
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +14,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from model import cifar10 as data
-from model.cifar10 import DataError, fetch, load_batch, load_dataset, locate
-from tests.cifar_fixtures import make_archive, make_cifar, md5_of, write_batch
+from model.cifar10 import DataError, load_batch, load_dataset
+from tests.cifar_fixtures import make_cifar, write_batch
 
 N = 200  # images per generated batch
 
@@ -108,195 +103,6 @@ def test_missing_entry_is_named(tmp_path):
     path.write_bytes(pickle.dumps({b"data": random_batch()[0]}))
     with pytest.raises(DataError, match="no 'labels' entry"):
         load_batch(path)
-
-
-# ------------------------------------------------------------------------------------------
-# locate
-
-
-def test_locate_accepts_the_folder_its_parent_and_the_archive(tmp_path, cifar):
-    assert locate(cifar) == cifar
-    assert locate(str(cifar.parent)) == cifar
-    archive = make_archive(cifar.parent, tmp_path / "dl")
-    found = locate(archive)
-    assert found == tmp_path / "dl" / "cifar-10-batches-py"
-    assert_array_equal(load_batch(found / "test_batch")[0], load_batch(cifar / "test_batch")[0])
-    assert locate(tmp_path / "dl") == found  # the folder holding archive and extraction
-    assert not list((tmp_path / "dl").glob(".cifar-extract-*"))  # staging cleaned up
-
-
-def test_locate_reuses_an_existing_extraction(tmp_path, cifar, monkeypatch):
-    archive = make_archive(cifar.parent, tmp_path)
-    locate(archive)
-
-    def fail(*_):
-        raise AssertionError("extracted again")
-
-    monkeypatch.setattr(fetch, "extract", fail)
-    assert locate(archive) == tmp_path / "cifar-10-batches-py"
-
-
-def test_locate_reextracts_an_incomplete_extraction(tmp_path, cifar):
-    archive = make_archive(cifar.parent, tmp_path)
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"partial")
-    folder = locate(archive)
-    assert_array_equal(load_batch(folder / "data_batch_1")[0], load_batch(cifar / "data_batch_1")[0])
-
-
-def test_missing_folder_says_what_to_do(tmp_path):
-    with pytest.raises(DataError, match=r"nowhere: not found; point the data folder at"):
-        locate(tmp_path / "nowhere")
-    with pytest.raises(DataError, match=r"holds no cifar-10-batches-py"):
-        locate(tmp_path)
-
-
-def test_missing_batch_file_is_named(tmp_path):
-    folder = make_cifar(tmp_path, n_per_batch=4)
-    (folder / "data_batch_4").unlink()
-    (folder / "test_batch").unlink()
-    with pytest.raises(DataError, match=r"missing data_batch_4, test_batch"):
-        locate(tmp_path)
-    with pytest.raises(DataError, match=r"missing data_batch_4"):
-        load_dataset(folder)
-
-
-def test_a_plain_file_is_not_a_source(cifar):
-    with pytest.raises(DataError, match=r"is a file but not cifar-10-python.tar.gz"):
-        locate(cifar / "data_batch_1")
-
-
-# ------------------------------------------------------------------------------------------
-# extract
-
-
-def tar_with(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return path
-
-
-@pytest.mark.parametrize("evil", ["../escape", "cifar-10-batches-py/../../escape", "/ABS"])
-def test_member_outside_the_target_is_refused_and_nothing_escapes(tmp_path, evil):
-    evil = evil.replace("/ABS", str(tmp_path / "abs-escape"))
-    archive = tar_with(tmp_path / "a.tar.gz", {"cifar-10-batches-py/data_batch_1": b"x", evil: b"pwned"})
-    dest = tmp_path / "inner" / "dest"
-    with pytest.raises(DataError, match="refused member") as err:
-        data.extract(archive, dest)
-    assert repr(evil) in str(err.value)
-    assert not (tmp_path / "inner" / "escape").exists()
-    assert not (tmp_path / "escape").exists()
-    assert not (tmp_path / "abs-escape").exists()
-    assert list(dest.iterdir()) == []  # checked before anything is written, staging removed
-
-
-def test_symlink_member_is_refused(tmp_path):
-    archive = tmp_path / "a.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
-        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(info)
-    with pytest.raises(DataError, match="links and special files"):
-        data.extract(archive, tmp_path / "dest")
-
-
-@pytest.mark.parametrize("content", [b"", b"not a tarball at all", "truncated"])
-def test_corrupt_archive_is_a_data_error(tmp_path, cifar, content):
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    if content == "truncated":
-        content = make_archive(cifar.parent, tmp_path / "good").read_bytes()[:5000]
-    archive.write_bytes(content)
-    with pytest.raises(DataError, match="corrupt or not a .tar.gz"):
-        data.extract(archive, tmp_path / "dest")
-
-
-def test_archive_without_the_batches_folder(tmp_path):
-    archive = tar_with(tmp_path / "a.tar.gz", {"other/file": b"x"})
-    with pytest.raises(DataError, match="has no cifar-10-batches-py folder"):
-        data.extract(archive, tmp_path / "dest")
-
-
-# ------------------------------------------------------------------------------------------
-# download, against a local server only
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """(folder served, base URL) of a ThreadingHTTPServer on 127.0.0.1."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-def test_download_extract_and_load_from_localhost(tmp_path, cifar, http_dir):
-    root, base = http_dir
-    archive = make_archive(cifar.parent, root)
-    calls = []
-    got = data.download(tmp_path / "dl", url=f"{base}/{archive.name}", md5=md5_of(archive),
-                        progress=lambda done, total: calls.append((done, total)))
-    assert got == tmp_path / "dl" / "cifar-10-python.tar.gz"
-    assert got.read_bytes() == archive.read_bytes()
-    assert not got.with_name(got.name + ".part").exists()
-    size = archive.stat().st_size
-    assert calls and calls[-1] == (size, size)
-    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
-    ds = load_dataset(got, "exercise")
-    assert_array_equal(ds.y_test, load_batch(cifar / "test_batch")[1])
-
-
-def test_download_checksum_mismatch_removes_the_part_file(tmp_path, cifar, http_dir):
-    root, base = http_dir
-    archive = make_archive(cifar.parent, root)
-    with pytest.raises(DataError, match=r"checksum mismatch: expected md5 0{32}, got " + md5_of(archive)):
-        data.download(tmp_path / "dl", url=f"{base}/{archive.name}", md5="0" * 32)
-    assert list((tmp_path / "dl").iterdir()) == []
-
-
-def test_download_skips_a_verified_archive(tmp_path, cifar):
-    archive = make_archive(cifar.parent, tmp_path)
-    # Nothing listens on this URL: a download attempt would fail.
-    assert data.download(tmp_path, url="http://127.0.0.1:9/x", md5=md5_of(archive)) == archive
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_network_errors_are_data_errors(tmp_path, http_dir):
-    _, base = http_dir
-    with pytest.raises(DataError, match=r"download failed: HTTP 404"):
-        data.download(tmp_path / "dl", url=f"{base}/missing.tar.gz")
-    with pytest.raises(DataError, match=r"download failed"):
-        data.download(tmp_path / "dl", url=f"http://127.0.0.1:{closed_port()}/x.tar.gz", timeout=5)
-    assert list((tmp_path / "dl").iterdir()) == []
-
-
-def test_ensure_downloads_once_then_reuses(tmp_path, cifar, http_dir, monkeypatch):
-    root, base = http_dir
-    archive = make_archive(cifar.parent, root)
-    monkeypatch.setattr(fetch, "URL", f"{base}/{archive.name}")
-    monkeypatch.setattr(fetch, "MD5", md5_of(archive))
-    folder = data.ensure(download_to=tmp_path / "dl")
-    assert folder == tmp_path / "dl" / "cifar-10-batches-py"
-    archive.unlink()  # a second call must not need the network
-    assert data.ensure(download_to=tmp_path / "dl") == folder
-    assert data.ensure(data_dir=cifar.parent) == cifar
 
 
 # ------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -26,6 +28,8 @@ from model.cifar10.layout import (
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
+
+LOCK_NAME = ".cifar-10.lock"
 
 _DOWNLOAD_CHUNK = 1 << 20
 _HINT_BY_HAND = "or download it by hand and point the data folder at it"
@@ -70,10 +74,36 @@ def _require_complete(folder: Path) -> None:
                         f"delete the folder and download or extract the dataset again")
 
 
+def _complete(folder: Path) -> bool:
+    return folder.is_dir() and not missing_files(folder)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive lock on folder's lock file: one download or extraction at a time per folder.
+
+    flock belongs to the open file, so every call opens its own (threads exclude each other too),
+    and the kernel drops it when a process dies: no stale lock to clean up.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DataError(f"{folder}: cannot lock the folder for download or extraction: "
+                        f"{e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _from_archive(archive: Path) -> Path:
     folder = archive.parent / BATCHES_DIR
-    if not (folder.is_dir() and not missing_files(folder)):
-        folder = extract(archive, archive.parent)
+    if not _complete(folder):
+        with _locked(archive.parent):
+            if not _complete(folder):  # another process may have extracted it while we waited
+                _extract(archive, archive.parent)
     _require_complete(folder)
     return folder
 
@@ -90,24 +120,35 @@ def download(dest_dir: str | os.PathLike, url: str = URL, md5: str = MD5,
              progress: Progress | None = None, timeout: float = 60) -> Path:
     """Download the archive to dest_dir/cifar-10-python.tar.gz and verify its MD5 before use.
 
-    Streams into a ``.part`` file, calling ``progress(bytes_done, bytes_total_or_None)`` per
-    chunk, and renames it only once the checksum matches; a failed or mismatching download
-    leaves no ``.part`` behind. An existing archive with the right checksum is reused.
+    Holds the folder's lock, streams into a temporary file of its own, calling
+    ``progress(bytes_done, bytes_total_or_None)`` per chunk, and renames it only once the MD5 of
+    what is on disk matches; a failed download leaves no temporary file. An existing archive with
+    the right checksum is reused.
     """
     dest_dir = Path(dest_dir).expanduser()
+    with _locked(dest_dir):
+        return _download(dest_dir, url, md5, progress, timeout)
+
+
+def _download(dest_dir: Path, url: str, md5: str, progress: Progress | None, timeout: float) -> Path:
     final = dest_dir / ARCHIVE_NAME
     if final.is_file() and _md5(final) == md5.lower():
         return final
+    for stale in dest_dir.glob(f"{ARCHIVE_NAME}.*.part"):  # left by a killed download; we hold the lock
+        stale.unlink(missing_ok=True)
     try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{ARCHIVE_NAME}.", suffix=".part", dir=dest_dir)
     except OSError as e:
-        raise DataError(f"{dest_dir}: cannot create the download folder: {e.strerror or e}") from None
-    part = final.with_name(ARCHIVE_NAME + ".part")
+        raise DataError(f"{dest_dir}: cannot create the download file: {e.strerror or e}") from None
+    part = Path(name)
     try:
-        got = _fetch(url, part, progress, timeout)
+        _fetch(url, fd, progress, timeout)
+        # The checksum of the file as stored, not of the bytes as received: a bad disk or a
+        # concurrent writer shows up here.
+        got = _md5(part)
         if got != md5.lower():
-            raise DataError(f"{url}: checksum mismatch: expected md5 {md5.lower()}, got {got}; "
-                            f"deleted {part.name}; try again, {_HINT_BY_HAND}")
+            raise DataError(f"{url}: checksum mismatch: expected md5 {md5.lower()}, got {got} for the "
+                            f"file on disk; deleted it; try again, {_HINT_BY_HAND}")
         os.replace(part, final)
     finally:
         # Whatever went wrong (network, checksum, Ctrl-C), a half file must not look usable.
@@ -115,20 +156,20 @@ def download(dest_dir: str | os.PathLike, url: str = URL, md5: str = MD5,
     return final
 
 
-def _fetch(url: str, part: Path, progress: Progress | None, timeout: float) -> str:
-    """Stream url into part; return the MD5 hex digest of what was received."""
-    h = hashlib.md5(usedforsecurity=False)
+def _fetch(url: str, fd: int, progress: Progress | None, timeout: float) -> None:
+    """Stream url into the open file fd (closing it), flushed to disk."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
+        with open(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             done = 0
             while block := resp.read(_DOWNLOAD_CHUNK):
                 out.write(block)
-                h.update(block)
                 done += len(block)
                 if progress is not None:
                     progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())
     except urllib.error.HTTPError as e:
         raise DataError(f"{url}: download failed: HTTP {e.code} {e.reason}; "
                         f"check the URL, {_HINT_BY_HAND}") from None
@@ -139,7 +180,6 @@ def _fetch(url: str, part: Path, progress: Progress | None, timeout: float) -> s
                         f"{_HINT_BY_HAND}") from None
     if total is not None and done != total:
         raise DataError(f"{url}: download incomplete: {done} of {total} bytes; try again")
-    return h.hexdigest()
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -158,13 +198,18 @@ def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
 
     Every member is checked before anything is written, and extraction runs with
     ``filter="data"`` as a second guard, so nothing lands outside dest_dir. Files go to a
-    staging folder first and are moved into place at the end: an interrupted extraction never
-    leaves a half-filled cifar-10-batches-py that a later run would trust.
+    staging folder first and are moved into place at the end, under dest_dir's lock: an
+    interrupted extraction never leaves a half-filled cifar-10-batches-py that a later run would
+    trust, and a complete copy, another process's included, is kept as it is.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
+    with _locked(dest_dir):
+        return _extract(archive, dest_dir)
+
+
+def _extract(archive: Path, dest_dir: Path) -> Path:
     target = dest_dir / BATCHES_DIR
     try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".cifar-extract-", dir=dest_dir))
     except OSError as e:
         raise DataError(f"{dest_dir}: cannot extract here: {e.strerror or e}") from None
@@ -174,10 +219,10 @@ def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
         if not extracted.is_dir():
             raise DataError(f"{archive}: has no {BATCHES_DIR} folder; it is not {ARCHIVE_NAME}, "
                             f"{HINT_REFETCH}")
-        if target.is_dir() and not missing_files(target):
-            return target  # another process finished first; its copy is as good as ours
+        if _complete(target):
+            return target  # complete already: keep it, never replace a copy someone may be reading
         if target.exists():
-            shutil.rmtree(target)  # an incomplete earlier extraction
+            shutil.rmtree(target)  # an incomplete earlier copy; we hold the lock, no one is writing it
         os.replace(extracted, target)
     except OSError as e:
         raise DataError(f"{dest_dir}: extraction failed: {e}") from None
@@ -207,12 +252,17 @@ def ensure(data_dir: str | os.PathLike | None = None, download_to: str | os.Path
     """Return the cifar-10-batches-py folder, downloading and extracting it if needed.
 
     data_dir given: use it (see :func:`locate`), never download. Otherwise look in download_to
-    (default ``./data``), reuse a complete copy there, else download, verify and extract.
+    (default ``./data``), reuse a complete copy there, else download, verify and extract, all under
+    the folder's lock so that processes started together download once.
     """
     if data_dir is not None:
         return locate(data_dir)
     dest = Path(download_to if download_to is not None else DEFAULT_DOWNLOAD_DIR).expanduser()
-    if (dest / BATCHES_DIR).is_dir() and not missing_files(dest / BATCHES_DIR):
-        return dest / BATCHES_DIR
-    # URL and MD5 are read at call time so a mirror can be configured by setting them.
-    return locate(download(dest, url=URL, md5=MD5, progress=progress))
+    folder = dest / BATCHES_DIR
+    if not _complete(folder):
+        with _locked(dest):
+            if not _complete(folder):  # another process may have finished while we waited
+                # URL and MD5 are read at call time so a mirror can be configured by setting them.
+                _extract(_download(dest, URL, MD5, progress, timeout=60), dest)
+    _require_complete(folder)
+    return folder
