@@ -28,6 +28,8 @@ search_app = typer.Typer(
     help="Run a search stage (coarse, then fine); rerunning one completes it.", no_args_is_help=True
 )
 app.add_typer(search_app, name="search")
+data_app = typer.Typer(help="Look at the CIFAR-10 files themselves.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 DEFAULT_STORAGE = "studies/optuna.journal"
 
@@ -320,6 +322,27 @@ def predict(
         typer.echo(result.to_json() if as_json else result.table())
     if result.errors:
         raise typer.Exit(1)
+
+
+@data_app.command("check")
+def data_check(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="PATH", help="Batch files or folders.", show_default="the data folder (--data-dir)"),
+    ] = None,
+) -> None:
+    """Read every batch file safely: images, images per class, md5, and the digest runs record; exit 1 if any failed.
+
+    Example: hpsearch data check ~/data/cifar-10-batches-py
+    """
+    with _errors():
+        from pipeline.datacheck import check
+        from pipeline.sources import DOWNLOAD_DIR
+
+        paths = paths or [ctx.obj["data_dir"] or DOWNLOAD_DIR]
+        code = check(paths, typer.echo, lambda line: typer.echo(line, err=True))
+    raise typer.Exit(code)
 
 
 @app.command("ui")

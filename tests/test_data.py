@@ -191,6 +191,13 @@ def test_digest_is_stable_and_tracks_data_and_split(tmp_path):
     assert load_dataset(folder, "holdout", val_size=10).digest != first
 
 
+@pytest.mark.parametrize("split, val_size", [("holdout", 100), ("holdout", 3 * N + 1), ("exercise", 5000)])
+def test_dataset_digest_from_raw_batches_is_load_datasets(cifar, split, val_size):
+    batches = [load_batch(cifar / name) for name in data.TRAIN_FILES]
+    got = data.dataset_digest(batches, load_batch(cifar / data.TEST_FILE), split, val_size)
+    assert got == load_dataset(cifar, split, val_size).digest
+
+
 def test_digest_is_the_same_in_another_process(cifar):
     here = load_dataset(cifar, "holdout", val_size=100).digest
     code = ("import sys; from model.cifar10 import load_dataset; "

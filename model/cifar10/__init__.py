@@ -9,6 +9,7 @@ the file and says what to do next.
     batch      load_batch, load_meta: one file as checked arrays
     fetch      locate, ensure, download, extract
     dataset    splits, normalisation, digest, load_dataset
+    opcodes, ndarrays   the stack machine under unpickle, and the NumPy arrays it may build
 
 Typical use::
 
@@ -17,9 +18,11 @@ Typical use::
 
 from model.cifar10.batch import load_batch, load_meta
 from model.cifar10.dataset import (
+    DEFAULT_VAL_SIZE,
     MAX_VAL_SIZE,
     SPLITS,
     Dataset,
+    dataset_digest,
     feature_stats,
     load_dataset,
     normalise,
@@ -40,7 +43,8 @@ from model.cifar10.layout import (
 )
 
 __all__ = [
-    "ARCHIVE_NAME", "BATCHES_DIR", "CLASSES", "D", "DEFAULT_DOWNLOAD_DIR", "MAX_VAL_SIZE", "META_FILE",
-    "SPLITS", "TEST_FILE", "TRAIN_FILES", "DataError", "Dataset", "download", "ensure", "extract",
-    "feature_stats", "load_batch", "load_dataset", "load_meta", "locate", "missing_files", "normalise", "standardise",
+    "ARCHIVE_NAME", "BATCHES_DIR", "CLASSES", "D", "DEFAULT_DOWNLOAD_DIR", "DEFAULT_VAL_SIZE", "MAX_VAL_SIZE",
+    "META_FILE", "SPLITS", "TEST_FILE", "TRAIN_FILES", "DataError", "Dataset", "dataset_digest", "download",
+    "ensure", "extract", "feature_stats", "load_batch", "load_dataset", "load_meta", "locate", "missing_files",
+    "normalise", "standardise",
 ]

@@ -23,6 +23,7 @@ from model.cifar10.layout import TEST_FILE, TRAIN_FILES, D, DataError
 
 SPLITS = ("holdout", "exercise")
 MAX_VAL_SIZE = 49_999         # the official training set has 50,000 images; keep one to train on
+DEFAULT_VAL_SIZE = 5000       # the search stages' holdout (studies/coarse.toml), whose digest runs record
 
 # Rows per step when reducing or normalising: keeps temporaries to a few MB instead of a
 # full-size float64 copy (50k x 3072 x 8 B = 1.2 GB), and ~1k rows measured fastest here.
@@ -161,6 +162,18 @@ def _holdout_blocks(batches: list[Block], val_size: int, folder: Path) -> tuple[
     return train, val
 
 
+def _split(batches: list[Block], split: str, val_size: int,
+           folder: str | os.PathLike) -> tuple[list[Block], list[Block]]:
+    """(train, val) blocks of the training batches (data_batch_1.. in order; exercise needs two)."""
+    if split == "exercise":
+        return [batches[0]], [batches[1]]
+    return _holdout_blocks(batches, val_size, Path(folder))
+
+
+def _hasher(split: str, val: list[Block]) -> Any:
+    return hashlib.sha256(f"cifar-10;split={split};val_size={sum(len(y) for _, y in val)};".encode())
+
+
 def _hash_part(h: Any, name: str, blocks: list[Block]) -> None:
     n = sum(len(y) for _, y in blocks)
     h.update(f"{name}:{n}x{D};".encode())
@@ -168,6 +181,22 @@ def _hash_part(h: Any, name: str, blocks: list[Block]) -> None:
         h.update(np.ascontiguousarray(X).data)
     for _, y in blocks:
         h.update(y.astype("<i8").tobytes())
+
+
+def dataset_digest(train_batches: Sequence[Block], test: Block, split: str = "holdout",
+                   val_size: int = DEFAULT_VAL_SIZE, folder: str | os.PathLike = "") -> str:
+    """The digest :func:`load_dataset` records, from the raw batches, without normalising anything.
+
+    train_batches: (X uint8 (n, 3072), y) of data_batch_1..5 in order; test: that of test_batch.
+    folder only names the data in errors.
+    """
+    _check_split(split, val_size)
+    train, val = _split(list(train_batches), split, val_size, folder)
+    h = _hasher(split, val)
+    _hash_part(h, "train", train)
+    _hash_part(h, "val", val)
+    _hash_part(h, "test", [test])
+    return h.hexdigest()
 
 
 def _labels(blocks: list[Block]) -> np.ndarray:
@@ -182,7 +211,7 @@ def _finish_part(blocks: list[Block], mean: np.ndarray, std: np.ndarray) -> tupl
     return standardise(images, mean, std), y
 
 
-def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: int = 5000) -> Dataset:
+def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: int = DEFAULT_VAL_SIZE) -> Dataset:
     """Load, split and normalise CIFAR-10 from anything :func:`locate` accepts.
 
     split "exercise": train data_batch_1, validate data_batch_2 (val_size ignored).
@@ -191,13 +220,12 @@ def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: in
     """
     _check_split(split, val_size)
     folder = locate(source)
-    if split == "exercise":
-        train, val = [load_batch(folder / TRAIN_FILES[0])], [load_batch(folder / TRAIN_FILES[1])]
-    else:
-        train, val = _holdout_blocks([load_batch(folder / f) for f in TRAIN_FILES], val_size, folder)
+    names = TRAIN_FILES[:2] if split == "exercise" else TRAIN_FILES
+    train, val = _split([load_batch(folder / f) for f in names], split, val_size, folder)
     n_val = sum(len(y) for _, y in val)
 
-    h = hashlib.sha256(f"cifar-10;split={split};val_size={n_val};".encode())
+    # As dataset_digest hashes, but streaming: the test batch is read after train is normalised.
+    h = _hasher(split, val)
     _hash_part(h, "train", train)
     _hash_part(h, "val", val)
     mean, std = feature_stats([X for X, _ in train])
