@@ -42,7 +42,7 @@ ETA_MIN, ETA_MAX = 1e-5, 1e-1
 
 def load(data_dir: str):
     """(X, y, X_val, y_val), float32 standardised with the training statistics."""
-    from model.data import load_dataset
+    from model.cifar10 import load_dataset
 
     ds = load_dataset(data_dir, "holdout", VAL_SIZE)
     return ds.X_train, ds.y_train, ds.X_val, ds.y_val
@@ -102,7 +102,7 @@ def peak_rss_of_loading(data_dir: str) -> float:
     """Peak RSS in GB of a fresh process that loads all 60,000 images normalised to float32."""
     code = (
         f"import resource, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        f"from model.data import load_dataset\n"
+        f"from model.cifar10 import load_dataset\n"
         f"ds = load_dataset({data_dir!r}, 'holdout', {VAL_SIZE})\n"
         f"assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 60000\n"
         f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
@@ -159,7 +159,7 @@ def main():
         ratios = [oi / ti for oi, ti in zip(ours[B], torch[B], strict=True)]
         print(f"{B:>5} {o:>13.3f} {t:>14.3f} {o / t:>11.2f}   (per round: {', '.join(f'{x:.2f}' for x in ratios)})")
     print(
-        f"\npeak RSS, loading all 60,000 images as float32 (model.data.load_dataset): "
+        f"\npeak RSS, loading all 60,000 images as float32 (model.cifar10.load_dataset): "
         f"{peak_rss_of_loading(a.data_dir):.2f} GB"
     )
     print(

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model import data as cifar10
+from model import cifar10
 from model.train import TrainSettings
 from pipeline import space
 from pipeline.errors import ConfigError

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
+from model.cifar10 import Dataset
 from model.train import DivergedError, train
 from pipeline.config import Settings
 from pipeline.names import OBJECTIVE, RUN_ATTR
@@ -23,7 +24,7 @@ class Stage:
     name: str
     study_name: str
     cfg: Settings
-    data: object  # the Dataset
+    data: Dataset
     tracker: Tracker
     parent_run_id: str
     suggest: Callable[[optuna.Trial], dict]  # the trial's setting values ("train.lambda": 0.003, ...)

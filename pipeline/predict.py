@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import CLASSES, D, DataError, load_batch
+from model.cifar10 import CLASSES, D, DataError, load_batch
 from pipeline.registry import load_champion
 
 SIDE = 32

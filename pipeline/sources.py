@@ -5,31 +5,33 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from model import data
+from model import cifar10
 from pipeline.errors import UserError
 
-DOWNLOAD_DIR = Path("data")
+DOWNLOAD_DIR = cifar10.DEFAULT_DOWNLOAD_DIR  # written once, in model.cifar10
+# model/ words its hints without option names; this is where they come from on the command line.
+_HINT_OPTION = "(the data folder is --data-dir or HPSEARCH_DATA)"
 
 
 def resolve(data_dir: Path | None, say=None) -> Path:
     """The cifar-10-batches-py folder to use, downloading the official archive when none is given."""
     try:
-        if data_dir is not None:
-            return data.locate(data_dir)
-        if (DOWNLOAD_DIR / "cifar-10-batches-py").is_dir():
-            return data.locate(DOWNLOAD_DIR)
-        if say:
-            say(f"no --data-dir given: downloading CIFAR-10 to {DOWNLOAD_DIR}/ (170 MB)")
-        return data.ensure(None, download_to=DOWNLOAD_DIR, progress=_download_progress(say))
-    except data.DataError as e:
-        raise UserError(str(e)) from None
+        return cifar10.ensure(data_dir, download_to=DOWNLOAD_DIR, progress=_download_progress(say))
+    except cifar10.DataError as e:
+        raise UserError(f"{e} {_HINT_OPTION}") from None
 
 
 def _download_progress(say):
-    last = [-1]
+    """Reports a download in steps of 10 %; its first call says that a download started at all."""
+    last = [None]
 
     def report(done: int, total: int | None) -> None:
-        if say and total:
+        if not say:
+            return
+        if last[0] is None:
+            last[0] = -1
+            say(f"no --data-dir given: downloading CIFAR-10 to {DOWNLOAD_DIR}/ (170 MB)")
+        if total:
             pct = int(100 * done / total)
             if pct // 10 != last[0]:
                 last[0] = pct // 10
@@ -39,9 +41,9 @@ def _download_progress(say):
 
 
 @functools.lru_cache(maxsize=2)
-def dataset(folder: Path, split: str, val_size: int) -> data.Dataset:
+def dataset(folder: Path, split: str, val_size: int) -> cifar10.Dataset:
     """Load, split and normalise once per process and split (the coarse and fine stages share it)."""
     try:
-        return data.load_dataset(folder, split=split, val_size=val_size)
-    except data.DataError as e:
+        return cifar10.load_dataset(folder, split=split, val_size=val_size)
+    except cifar10.DataError as e:
         raise UserError(str(e)) from None

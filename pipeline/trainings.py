@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from model.data import CLASSES
+from model.cifar10 import CLASSES
 from model.network import evaluate
 from model.train import DivergedError, train
 from pipeline import registry

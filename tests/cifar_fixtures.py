@@ -5,7 +5,7 @@
     ds = load_dataset(folder, "holdout", val_size=100)
 
 The files are written the way the official ones are read (dicts with bytes keys, uint8
-(n, 3072) data, labels as a list of ints), independently of model.data's loader.
+(n, 3072) data, labels as a list of ints), independently of model.cifar10's loader.
 """
 
 from __future__ import annotations

@@ -1,27 +1,21 @@
-"""model.data: safe loading, validation, locating, download + extraction, splits, normalisation."""
+"""model.cifar10: batch validation, splits, normalisation and the digest (reading: test_unpickle.py,
+fetching: test_fetch.py)."""
 
 from __future__ import annotations
 
-import functools
-import io
-import os
 import pickle
-import socket
 import subprocess
 import sys
-import tarfile
-import threading
 import tracemalloc
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from model import data
-from model.data import DataError, load_batch, load_dataset, locate
-from tests.cifar_fixtures import make_archive, make_cifar, md5_of, write_batch
+from model import cifar10 as data
+from model.cifar10 import DataError, load_batch, load_dataset
+from tests.cifar_fixtures import make_cifar, write_batch
 
 N = 200  # images per generated batch
 
@@ -47,112 +41,6 @@ def raw_rows(folder: Path, names) -> tuple[np.ndarray, np.ndarray]:
 # load_batch: round trip and validation
 
 
-@pytest.mark.parametrize("protocol", [2, 4, 5])
-def test_load_batch_round_trips_exact_arrays(tmp_path, protocol):
-    X, y = random_batch()
-    path = write_batch(tmp_path / "b", X, y, protocol=protocol)
-    X2, y2 = load_batch(path)
-    assert_array_equal(X2, X)
-    assert_array_equal(y2, y)
-    assert X2.dtype == np.uint8 and X2.flags.c_contiguous and X2.shape == (N, 3072)
-    assert y2.dtype == np.int64
-
-
-def test_load_batch_accepts_str_keys_and_the_numpy1_module_path(tmp_path):
-    X, y = random_batch(5)
-    # The official files were written by NumPy 1 under Python 2: numpy.core.multiarray.
-    raw = pickle.dumps({"data": X, "labels": list(map(int, y))}, protocol=2)
-    assert b"numpy._core.multiarray" in raw
-    (tmp_path / "b").write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
-    X2, y2 = load_batch(tmp_path / "b")
-    assert_array_equal(X2, X)
-    assert_array_equal(y2, y)
-
-
-def test_real_meta_file_is_not_needed_but_generated_layout_is_official(cifar):
-    with open(cifar / "data_batch_1", "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
-    assert set(batch) == {b"batch_label", b"labels", b"data", b"filenames"}
-    assert isinstance(batch[b"labels"], list)
-    assert data.CLASSES[3] == "cat" and len(data.CLASSES) == 10
-
-
-class Reduce:
-    """Pickles as a call of func(*args): what a hostile batch file would contain."""
-
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
-
-def global_call(module: str, name: str, arg: str) -> bytes:
-    """A protocol-0 pickle calling module.name(arg), built by hand like an attacker would."""
-    return f"c{module}\n{name}\n(V{arg}\ntR.".encode()
-
-
-def payloads(marker: Path) -> dict[str, bytes]:
-    touch = f"open({str(marker)!r}, 'w').close()"
-    return {
-        "os.system": pickle.dumps(Reduce(os.system, f"touch {marker}")),
-        "subprocess.call": pickle.dumps(Reduce(subprocess.call, ["touch", str(marker)])),
-        "subprocess.Popen": pickle.dumps(Reduce(subprocess.Popen, ["touch", str(marker)])),
-        "builtins.eval": pickle.dumps(Reduce(eval, touch)),
-        "builtins.exec": pickle.dumps(Reduce(exec, touch)),
-        # Hidden inside an otherwise well-formed batch dict.
-        "nested exec": pickle.dumps({b"data": Reduce(exec, touch), b"labels": [0]}, protocol=4),
-        "hand-made exec": global_call("builtins", "exec", touch),
-        "numpy runstring": global_call("numpy.testing._private.utils", "runstring", touch),
-        "getattr": global_call("builtins", "getattr", "x"),
-    }
-
-
-@pytest.mark.parametrize("kind", list(payloads(Path("m"))))
-def test_malicious_pickle_is_refused_and_the_payload_never_runs(tmp_path, kind):
-    marker = tmp_path / "MARKER"
-    path = tmp_path / "data_batch_1"
-    path.write_bytes(payloads(marker)[kind])
-    with pytest.raises(DataError, match=r"refused to unpickle") as err:
-        load_batch(path)
-    assert str(path) in str(err.value) and "not part of a CIFAR batch" in str(err.value)
-    assert not marker.exists()
-
-
-def test_refusal_names_the_requested_global(tmp_path):
-    path = tmp_path / "b"
-    path.write_bytes(pickle.dumps(Reduce(os.system, "true")))
-    with pytest.raises(DataError, match=r"system"):
-        load_batch(path)
-
-
-def test_codecs_encode_is_admitted_only_as_latin1(tmp_path):
-    path = tmp_path / "b"
-    path.write_bytes(b"c_codecs\nencode\n(Vx\nVrot13\ntR.")
-    with pytest.raises(DataError, match="not a readable CIFAR batch"):
-        load_batch(path)
-
-
-@pytest.mark.parametrize("cut", ["empty", "half", "last byte"])
-def test_truncated_file_names_the_file(tmp_path, cut):
-    X, y = random_batch()
-    good = write_batch(tmp_path / "good", X, y).read_bytes()
-    size = {"empty": 0, "half": len(good) // 2, "last byte": len(good) - 1}[cut]
-    path = tmp_path / "data_batch_3"
-    path.write_bytes(good[:size])
-    with pytest.raises(DataError, match="truncated or corrupt") as err:
-        load_batch(path)
-    assert str(path) in str(err.value)
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_random_bytes_are_a_data_error(tmp_path, seed):
-    path = tmp_path / "data_batch_1"
-    path.write_bytes(b"\x80\x04" + np.random.default_rng(seed).bytes(4096))
-    with pytest.raises(DataError, match="data_batch_1"):
-        load_batch(path)
-
-
 def test_not_a_dict_names_the_file(tmp_path):
     path = tmp_path / "data_batch_1"
     path.write_bytes(pickle.dumps([1, 2, 3]))
@@ -169,10 +57,11 @@ def test_wrong_shape_names_the_file_and_shape(tmp_path, shape):
     assert str(path) in str(err.value) and str(shape) in str(err.value)
 
 
-def test_wrong_dtype_is_refused(tmp_path):
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_wrong_dtype_is_refused(tmp_path, dtype):
     X, y = random_batch()
-    path = write_batch(tmp_path / "b", X.astype(np.float32), y)
-    with pytest.raises(DataError, match="dtype float32, expected uint8"):
+    path = write_batch(tmp_path / "b", X.astype(dtype), y)
+    with pytest.raises(DataError, match=f"dtype {np.dtype(dtype).name}, expected uint8"):
         load_batch(path)
 
 
@@ -190,13 +79,23 @@ def test_label_count_must_match(tmp_path):
         load_batch(write_batch(tmp_path / "b", X, y[:-1]))
 
 
-@pytest.mark.parametrize("labels", [["a"] * N, [0.5] * N, None])
+@pytest.mark.parametrize("labels", [["a"] * N, [0] * (N - 1) + [[1]], [0] * (N - 1) + [None], None, True,
+                                    np.zeros((N, 1), np.int64)])
 def test_labels_must_be_ints(tmp_path, labels):
     X, _ = random_batch()
     path = tmp_path / "b"
     path.write_bytes(pickle.dumps({b"data": X, b"labels": labels}))
-    with pytest.raises(DataError, match="labels"):
+    with pytest.raises(DataError, match="b: 'labels'"):
         load_batch(path)
+
+
+@pytest.mark.parametrize("labels", [np.arange(N) % 10, (np.arange(N) % 10).astype(np.int32),
+                                    (np.arange(N) % 10).astype(np.uint8), tuple(range(10)) * (N // 10)])
+def test_labels_may_be_an_int_array_or_a_tuple(tmp_path, labels):
+    X, _ = random_batch()
+    path = tmp_path / "b"
+    path.write_bytes(pickle.dumps({b"data": X, b"labels": labels}))
+    assert_array_equal(load_batch(path)[1], np.arange(N) % 10)
 
 
 def test_missing_entry_is_named(tmp_path):
@@ -204,195 +103,6 @@ def test_missing_entry_is_named(tmp_path):
     path.write_bytes(pickle.dumps({b"data": random_batch()[0]}))
     with pytest.raises(DataError, match="no 'labels' entry"):
         load_batch(path)
-
-
-# ------------------------------------------------------------------------------------------
-# locate
-
-
-def test_locate_accepts_the_folder_its_parent_and_the_archive(tmp_path, cifar):
-    assert locate(cifar) == cifar
-    assert locate(str(cifar.parent)) == cifar
-    archive = make_archive(cifar.parent, tmp_path / "dl")
-    found = locate(archive)
-    assert found == tmp_path / "dl" / "cifar-10-batches-py"
-    assert_array_equal(load_batch(found / "test_batch")[0], load_batch(cifar / "test_batch")[0])
-    assert locate(tmp_path / "dl") == found  # the folder holding archive and extraction
-    assert not list((tmp_path / "dl").glob(".cifar-extract-*"))  # staging cleaned up
-
-
-def test_locate_reuses_an_existing_extraction(tmp_path, cifar, monkeypatch):
-    archive = make_archive(cifar.parent, tmp_path)
-    locate(archive)
-
-    def fail(*_):
-        raise AssertionError("extracted again")
-
-    monkeypatch.setattr(data, "extract", fail)
-    assert locate(archive) == tmp_path / "cifar-10-batches-py"
-
-
-def test_locate_reextracts_an_incomplete_extraction(tmp_path, cifar):
-    archive = make_archive(cifar.parent, tmp_path)
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"partial")
-    folder = locate(archive)
-    assert_array_equal(load_batch(folder / "data_batch_1")[0], load_batch(cifar / "data_batch_1")[0])
-
-
-def test_missing_folder_says_what_to_do(tmp_path):
-    with pytest.raises(DataError, match=r"nowhere: not found; pass --data-dir"):
-        locate(tmp_path / "nowhere")
-    with pytest.raises(DataError, match=r"holds no cifar-10-batches-py"):
-        locate(tmp_path)
-
-
-def test_missing_batch_file_is_named(tmp_path):
-    folder = make_cifar(tmp_path, n_per_batch=4)
-    (folder / "data_batch_4").unlink()
-    (folder / "test_batch").unlink()
-    with pytest.raises(DataError, match=r"missing data_batch_4, test_batch"):
-        locate(tmp_path)
-    with pytest.raises(DataError, match=r"missing data_batch_4"):
-        load_dataset(folder)
-
-
-def test_a_plain_file_is_not_a_source(cifar):
-    with pytest.raises(DataError, match=r"is a file but not cifar-10-python.tar.gz"):
-        locate(cifar / "data_batch_1")
-
-
-# ------------------------------------------------------------------------------------------
-# extract
-
-
-def tar_with(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return path
-
-
-@pytest.mark.parametrize("evil", ["../escape", "cifar-10-batches-py/../../escape", "/ABS"])
-def test_member_outside_the_target_is_refused_and_nothing_escapes(tmp_path, evil):
-    evil = evil.replace("/ABS", str(tmp_path / "abs-escape"))
-    archive = tar_with(tmp_path / "a.tar.gz", {"cifar-10-batches-py/data_batch_1": b"x", evil: b"pwned"})
-    dest = tmp_path / "inner" / "dest"
-    with pytest.raises(DataError, match="refused member") as err:
-        data.extract(archive, dest)
-    assert repr(evil) in str(err.value)
-    assert not (tmp_path / "inner" / "escape").exists()
-    assert not (tmp_path / "escape").exists()
-    assert not (tmp_path / "abs-escape").exists()
-    assert list(dest.iterdir()) == []  # checked before anything is written, staging removed
-
-
-def test_symlink_member_is_refused(tmp_path):
-    archive = tmp_path / "a.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
-        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(info)
-    with pytest.raises(DataError, match="links and special files"):
-        data.extract(archive, tmp_path / "dest")
-
-
-@pytest.mark.parametrize("content", [b"", b"not a tarball at all", "truncated"])
-def test_corrupt_archive_is_a_data_error(tmp_path, cifar, content):
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    if content == "truncated":
-        content = make_archive(cifar.parent, tmp_path / "good").read_bytes()[:5000]
-    archive.write_bytes(content)
-    with pytest.raises(DataError, match="corrupt or not a .tar.gz"):
-        data.extract(archive, tmp_path / "dest")
-
-
-def test_archive_without_the_batches_folder(tmp_path):
-    archive = tar_with(tmp_path / "a.tar.gz", {"other/file": b"x"})
-    with pytest.raises(DataError, match="has no cifar-10-batches-py folder"):
-        data.extract(archive, tmp_path / "dest")
-
-
-# ------------------------------------------------------------------------------------------
-# download, against a local server only
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """(folder served, base URL) of a ThreadingHTTPServer on 127.0.0.1."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-def test_download_extract_and_load_from_localhost(tmp_path, cifar, http_dir):
-    root, base = http_dir
-    archive = make_archive(cifar.parent, root)
-    calls = []
-    got = data.download(tmp_path / "dl", url=f"{base}/{archive.name}", md5=md5_of(archive),
-                        progress=lambda done, total: calls.append((done, total)))
-    assert got == tmp_path / "dl" / "cifar-10-python.tar.gz"
-    assert got.read_bytes() == archive.read_bytes()
-    assert not got.with_name(got.name + ".part").exists()
-    size = archive.stat().st_size
-    assert calls and calls[-1] == (size, size)
-    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
-    ds = load_dataset(got, "exercise")
-    assert_array_equal(ds.y_test, load_batch(cifar / "test_batch")[1])
-
-
-def test_download_checksum_mismatch_removes_the_part_file(tmp_path, cifar, http_dir):
-    root, base = http_dir
-    archive = make_archive(cifar.parent, root)
-    with pytest.raises(DataError, match=r"checksum mismatch: expected md5 0{32}, got " + md5_of(archive)):
-        data.download(tmp_path / "dl", url=f"{base}/{archive.name}", md5="0" * 32)
-    assert list((tmp_path / "dl").iterdir()) == []
-
-
-def test_download_skips_a_verified_archive(tmp_path, cifar):
-    archive = make_archive(cifar.parent, tmp_path)
-    # Nothing listens on this URL: a download attempt would fail.
-    assert data.download(tmp_path, url="http://127.0.0.1:9/x", md5=md5_of(archive)) == archive
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_network_errors_are_data_errors(tmp_path, http_dir):
-    _, base = http_dir
-    with pytest.raises(DataError, match=r"download failed: HTTP 404"):
-        data.download(tmp_path / "dl", url=f"{base}/missing.tar.gz")
-    with pytest.raises(DataError, match=r"download failed"):
-        data.download(tmp_path / "dl", url=f"http://127.0.0.1:{closed_port()}/x.tar.gz", timeout=5)
-    assert list((tmp_path / "dl").iterdir()) == []
-
-
-def test_ensure_downloads_once_then_reuses(tmp_path, cifar, http_dir, monkeypatch):
-    root, base = http_dir
-    archive = make_archive(cifar.parent, root)
-    monkeypatch.setattr(data, "URL", f"{base}/{archive.name}")
-    monkeypatch.setattr(data, "MD5", md5_of(archive))
-    folder = data.ensure(download_to=tmp_path / "dl")
-    assert folder == tmp_path / "dl" / "cifar-10-batches-py"
-    archive.unlink()  # a second call must not need the network
-    assert data.ensure(download_to=tmp_path / "dl") == folder
-    assert data.ensure(data_dir=cifar.parent) == cifar
 
 
 # ------------------------------------------------------------------------------------------
@@ -481,9 +191,16 @@ def test_digest_is_stable_and_tracks_data_and_split(tmp_path):
     assert load_dataset(folder, "holdout", val_size=10).digest != first
 
 
+@pytest.mark.parametrize("split, val_size", [("holdout", 100), ("holdout", 3 * N + 1), ("exercise", 5000)])
+def test_dataset_digest_from_raw_batches_is_load_datasets(cifar, split, val_size):
+    batches = [load_batch(cifar / name) for name in data.TRAIN_FILES]
+    got = data.dataset_digest(batches, load_batch(cifar / data.TEST_FILE), split, val_size)
+    assert got == load_dataset(cifar, split, val_size).digest
+
+
 def test_digest_is_the_same_in_another_process(cifar):
     here = load_dataset(cifar, "holdout", val_size=100).digest
-    code = ("import sys; from model.data import load_dataset; "
+    code = ("import sys; from model.cifar10 import load_dataset; "
             "print(load_dataset(sys.argv[1], 'holdout', val_size=100).digest)")
     out = subprocess.run([sys.executable, "-c", code, str(cifar)], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1])

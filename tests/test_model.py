@@ -171,7 +171,7 @@ def test_settings_validation():
 def test_model_package_is_pure():
     """model/ imports no tracking, CLI or terminal library and never prints."""
     banned = {"optuna", "mlflow", "typer", "rich", "pipeline", "matplotlib", "pandas"}
-    for path in Path(__file__).parents[1].joinpath("model").glob("*.py"):
+    for path in Path(__file__).parents[1].joinpath("model").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

@@ -110,7 +110,7 @@ def test_fine_bounds_are_derived_from_the_coarse_top_two(searched):
 def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar_dir):
     import mlflow
 
-    from model.data import load_dataset
+    from model.cifar10 import load_dataset
     from model.network import forward
     from model.train import train
     from pipeline import config
@@ -136,7 +136,7 @@ def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar
     data = load_dataset(cifar_dir, "holdout", cfg.data.val_size)
     settings = cfg.replace({"train.lambda": lam}).train_settings()
     params = train(data.X_train, data.y_train, data.X_val, data.y_val, settings).params
-    from model.data import load_batch
+    from model.cifar10 import load_batch
 
     raw, _ = load_batch(cifar_dir / "test_batch")
     expected = forward(params, data.X_test)[1].argmax(axis=1)

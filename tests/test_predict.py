@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import CLASSES, load_batch
+from model.cifar10 import CLASSES, load_batch
 from model.network import Params, forward
 from tests.conftest import ROOT, hpsearch, project_folder
 

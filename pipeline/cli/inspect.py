@@ -1,4 +1,4 @@
-"""Looking at results: `hpsearch report`, `hpsearch predict` and `hpsearch ui`."""
+"""Looking at results and data: `hpsearch report`, `predict`, `ui` and `data check`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import JsonOpt, app, session
+from pipeline.cli.common import JsonOpt, app, errors, session
 from pipeline.errors import UserError
+
+data_app = typer.Typer(help="Look at the CIFAR-10 files themselves.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 @app.command("report")
@@ -81,3 +84,24 @@ def ui(
         from pipeline.ui import serve
 
         serve(s, port, typer.echo)
+
+
+@data_app.command("check")
+def data_check(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="PATH", help="Batch files or folders.", show_default="the data folder (--data-dir)"),
+    ] = None,
+) -> None:
+    """Read every batch file safely: images, images per class, md5, and the digest runs record; exit 1 if any failed.
+
+    Example: hpsearch data check ~/data/cifar-10-batches-py
+    """
+    with errors():
+        from model.cifar10 import DEFAULT_DOWNLOAD_DIR
+        from pipeline.datacheck import check
+
+        paths = paths or [ctx.obj.data_dir or DEFAULT_DOWNLOAD_DIR]
+        code = check(paths, typer.echo, lambda line: typer.echo(line, err=True))
+    raise typer.Exit(code)
