@@ -80,6 +80,8 @@ def image_row(path: str | os.PathLike) -> np.ndarray:
 
 
 def _is_pickle(path: Path) -> bool:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ValueError("not a regular file")  # a FIFO or device would block the read below
     with open(path, "rb") as f:
         return f.read(1) == PICKLE_MAGIC
 

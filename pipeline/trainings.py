@@ -10,9 +10,11 @@ from model.network import evaluate
 from model.train import DivergedError, train
 from pipeline import registry
 from pipeline.config import Settings
+from pipeline.confirm import chosen_settings
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME
-from pipeline.results import best_trial
+from pipeline.objective import describe
+from pipeline.results import best_trial, trial_settings
 from pipeline.session import Session
 from pipeline.tracking import TrackedRun, code_version, log10
 
@@ -58,19 +60,23 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
     return RunResult(run.run_id, name, lam, test["accuracy"], result.final(), version)
 
 
-def final_lambda(session: Session, cfg: Settings, lam: float | None) -> tuple[float, str]:
-    """--lambda if given, else the completed trial over the coarse and fine studies that cfg's rule picks."""
+def final_settings(session: Session, cfg: Settings, lam: float | None, confirmed: bool = True) -> tuple[dict, str]:
+    """What the final trains with, and a line saying where it came from: --lambda if given, else the confirm
+    stage's choice when that stage exists (and `confirmed`), else the searched trial cfg's rule picks."""
     if lam is not None:
         if lam < 0:
             raise UserError(f"--lambda must be ≥ 0; got {lam}")
-        return lam, "--lambda"
+        return {"train.lambda": lam}, "--lambda"
+    if confirmed and (choice := chosen_settings(session)) is not None:
+        return choice
     best = best_trial(session, cfg.search.select)
     if best is None:
         raise UserError("no finished trial in the coarse or fine study: run `hpsearch search coarse` first, "
                         "or pass --lambda")
     top = best_trial(session, "best")
     why = "best" if best is top else f"largest λ within one standard error of the best ({top.value:.4f})"
-    return best.params[LAMBDA], f"trial {best.number}, val acc {best.value:.4f}: {why}"
+    stage = best.user_attrs.get("stage", "search")
+    return trial_settings(best), f"{stage} trial {best.number}, val acc {best.value:.4f}: {why}"
 
 
 def previous_final(session: Session, cfg: Settings):
@@ -79,14 +85,16 @@ def previous_final(session: Session, cfg: Settings):
     return next((r for r in reversed(runs) if r.info.status == "FINISHED"), None)
 
 
-def train_final(session: Session, cfg: Settings, lam: float | None, force: bool = False) -> RunResult:
-    lam, source = final_lambda(session, cfg, lam)
-    cfg = cfg.replace({"train.lambda": lam})
+def train_final(session: Session, cfg: Settings, lam: float | None = None, force: bool = False,
+                confirmed: bool = True) -> RunResult:
+    values, source = final_settings(session, cfg, lam, confirmed)
+    cfg = cfg.replace(values)
+    lam = cfg.train.lam
     if not force and (run := previous_final(session, cfg)) is not None:
         m = run.data.metrics
         return RunResult(run.info.run_id, "final", lam, m.get("test_accuracy", math.nan),
                          m.get("val_accuracy", math.nan), run.data.tags.get("hpsearch.model_version"), reused=True)
-    session.terminal.say(f"final training with λ = {lam:.4g} ({source})")
+    session.terminal.say(f"final training with {describe(values)} ({source})")
     return train_run(session, cfg, "final", role="final", register=True, tags={"lambda_source": source})
 
 

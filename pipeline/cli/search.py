@@ -1,4 +1,4 @@
-"""`hpsearch search coarse|fine` and `hpsearch pipeline`."""
+"""`hpsearch search coarse|fine|confirm` and `hpsearch pipeline`."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ import typer
 from pipeline.cli.common import ConfigOpt, PruneOpt, SamplerOpt, SetOpt, TrialsOpt, app, session, settings
 from pipeline.cli.train import print_run
 
-search_app = typer.Typer(help="Run a search stage (coarse, then fine); rerunning one completes it.",
+search_app = typer.Typer(help="Run a stage (coarse, fine, then confirm); rerunning one completes it.",
                          no_args_is_help=True)
+PrunerOpt = Annotated[str | None, typer.Option("--pruner", help="median | asha | hyperband | none.",
+                                               show_default="search.pruner of the file")]
+NoConfirmOpt = Annotated[bool, typer.Option("--no-confirm", help="Skip the confirm stage: the report's procedure, "
+                                                                 "promoting the best searched trial.")]
 app.add_typer(search_app, name="search")
 
 
-def _typed(n_trials, sampler, prune) -> dict:
-    return {"search.n_trials": n_trials, "search.sampler": sampler, "search.prune": prune}
+def _typed(n_trials, sampler, prune, pruner) -> dict:
+    return {"search.n_trials": n_trials, "search.sampler": sampler, "search.prune": prune, "search.pruner": pruner}
 
 
-def _search(ctx, stage, config, sets, n_trials, sampler, prune):
+def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner):
     with session(ctx) as s:
         from pipeline.stages import run_search
 
-        print_summary(run_search(s, stage, settings(stage, config, sets, _typed(n_trials, sampler, prune))))
+        print_summary(run_search(s, stage, settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))))
 
 
 def print_summary(summary) -> None:
@@ -41,25 +45,51 @@ def print_summary(summary) -> None:
 @search_app.command("coarse")
 def search_coarse(
     ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, n_trials: TrialsOpt = None,
-    sampler: SamplerOpt = None, prune: PruneOpt = None,
+    sampler: SamplerOpt = None, prune: PruneOpt = None, pruner: PrunerOpt = None,
 ) -> None:
-    """Sample λ log-uniformly over [lambda_min, lambda_max] until the study holds n_trials finished trials.
+    """Sample the file's space table (λ log-uniform in 1e-5..1e-1) until the study holds n_trials finished trials.
 
     Example: hpsearch search coarse --n-trials 8
     """
-    _search(ctx, "coarse", config, set_, n_trials, sampler, prune)
+    _search(ctx, "coarse", config, set_, n_trials, sampler, prune, pruner)
 
 
 @search_app.command("fine")
 def search_fine(
     ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, n_trials: TrialsOpt = None,
-    sampler: SamplerOpt = None, prune: PruneOpt = None,
+    sampler: SamplerOpt = None, prune: PruneOpt = None, pruner: PrunerOpt = None,
 ) -> None:
-    """Search λ between the coarse study's two best values, widened by ±widen in log10.
+    """Search the coarse space refined around the coarse results (the report's rule: the two best, ±0.25 in log10).
 
     Example: hpsearch search fine
     """
-    _search(ctx, "fine", config, set_, n_trials, sampler, prune)
+    _search(ctx, "fine", config, set_, n_trials, sampler, prune, pruner)
+
+
+@search_app.command("confirm")
+def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Retrain the k best distinct searched λ with several seeds at the final's schedule; choose by mean ± SE.
+
+    Example: hpsearch search confirm --set confirm.seeds=3
+    """
+    with session(ctx) as s:
+        from pipeline.confirm import run_confirm
+
+        print_confirm(run_confirm(s, settings("confirm", config, set_)))
+
+
+def print_confirm(result) -> None:
+    from pipeline.objective import describe
+
+    done = "complete" if result.complete else "not complete yet (other workers still running?)"
+    typer.echo(f"confirm: {sum(len(x.values) for x in result.scores)} trainings finished, {done}")
+    for score in result.scores:
+        mark = "  <- chosen" if score is result.chosen else ""
+        typer.echo(f"  {describe(score.candidate.settings):<28} mean val acc {score.mean:.4f} ± {score.se:.4f} "
+                   f"(n = {len(score.values)}; search {score.candidate.search_value:.4f}){mark}")
+    if result.chosen is not None and result.complete:
+        typer.echo(f"  chosen by {result.rule}: {describe(result.chosen.candidate.settings)}")
+    typer.echo(f"  study {result.study_name}, MLflow parent run {result.parent_run_id}")
 
 
 @app.command("pipeline")
@@ -67,15 +97,19 @@ def pipeline(
     ctx: typer.Context,
     n_trials: TrialsOpt = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Final λ instead of the best searched one.")] = None,
+    no_confirm: NoConfirmOpt = False,
 ) -> None:
-    """Coarse search, fine search and final training in order; each step resumes where it stopped.
+    """Coarse search, fine search, confirm and final training in order; each step resumes where it stopped.
 
     Example: HPSEARCH_DATA=~/cifar hpsearch pipeline
     """
     with session(ctx) as s:
+        from pipeline.confirm import run_confirm
         from pipeline.stages import run_search
         from pipeline.trainings import train_final
 
         for stage in ("coarse", "fine"):
             print_summary(run_search(s, stage, settings(stage, typed={"search.n_trials": n_trials})))
-        print_run(train_final(s, settings("final"), lam))
+        if not no_confirm and lam is None:
+            print_confirm(run_confirm(s, settings("confirm")))
+        print_run(train_final(s, settings("final"), lam, confirmed=not no_confirm))

@@ -33,17 +33,19 @@ def train_final(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if this exact run finished before.")]
     = False,
+    no_confirm: Annotated[bool, typer.Option("--no-confirm", help="Ignore the confirm stage's choice.")] = False,
 ) -> None:
-    """Train on 49,000 images with the best searched λ, test on test_batch, register it as cifar10-mlp@champion.
+    """Train on 49,000 images with the promoted λ, test on test_batch, register it as cifar10-mlp@champion.
 
-    --select one-se takes instead the largest λ within one standard error of the best validation accuracy.
+    The confirm stage's choice when that stage exists, else the best searched trial (--select one-se: the largest
+    λ within one standard error of the best validation accuracy).
 
     Example: hpsearch train-final
     """
     with session(ctx) as s:
         from pipeline.trainings import train_final as run
 
-        print_run(run(s, settings("final", config, set_, {"search.select": select}), lam, force))
+        print_run(run(s, settings("final", config, set_, {"search.select": select}), lam, force, not no_confirm))
 
 
 @app.command("train")

@@ -1,0 +1,182 @@
+"""The confirm stage: candidates, seeds, scores, the choice, and train-final's use of it."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from pipeline import confirm
+from pipeline.confirm import Candidate, Score
+from pipeline.session import Session, Stores
+from tests.conftest import hpsearch, hpsearch_env
+from tests.test_errors import fails
+from tests.test_reliability import client, runs_of
+
+STORAGE = "studies/optuna.journal"
+
+
+def hand_made(session: Session, stage: str, trials: list[tuple[float, str, float | None]]) -> optuna.Study:
+    study = optuna.create_study(study_name=session.study_name(stage), storage=session.storage, direction="maximize")
+    for lam, state, value in trials:
+        study.enqueue_trial({"lambda": lam}, user_attrs={"n_val": 5000, "stage": stage})
+        t = study.ask()
+        t.suggest_float("lambda", 1e-6, 1.0, log=True)
+        if state == "FAIL":
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        elif state == "PRUNED":  # a pruned trial's value is its last report
+            t.report(value, 1)
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(t, value)
+    return study
+
+
+@pytest.fixture
+def session(tmp_path) -> Session:
+    return Session(Stores(storage_url=str(tmp_path / "optuna.journal")))
+
+
+def lambdas(cands: list[Candidate]) -> list[float]:
+    return [c.settings["train.lambda"] for c in cands]
+
+
+# ---- candidates ----------------------------------------------------------------------------------
+def test_candidates_are_the_best_distinct_completed_lambdas(session):
+    hand_made(session, "coarse", [(1e-5, "COMPLETE", 0.45), (1e-3, "COMPLETE", 0.49), (1e-2, "PRUNED", 0.55),
+                                  (3e-3, "FAIL", None), (2e-4, "COMPLETE", 0.49)])
+    hand_made(session, "fine", [(1e-3, "COMPLETE", 0.50), (5e-4, "COMPLETE", 0.48), (4e-3, "COMPLETE", 0.49)])
+    # 1e-3 twice (fine 0.50 first); ties at 0.49: coarse before fine, then the lower trial number.
+    assert lambdas(confirm.candidates(session, 3)) == [1e-3, 2e-4, 4e-3]
+    assert [c.origin for c in confirm.candidates(session, 2)] == ["fine trial 0", "coarse trial 4"]
+    assert lambdas(confirm.candidates(session, 10)) == [1e-3, 2e-4, 4e-3, 5e-4, 1e-5]  # fewer than k: all
+
+
+def test_fewer_distinct_lambdas_than_k(session):
+    hand_made(session, "coarse", [(1e-3, "COMPLETE", 0.5), (1e-3, "COMPLETE", 0.4), (1e-1, "PRUNED", 0.3)])
+    assert lambdas(confirm.candidates(session, 3)) == [1e-3]
+
+
+# ---- scores and the choice ----------------------------------------------------------------------
+def cand(lam: float) -> Candidate:
+    return Candidate({"train.lambda": lam}, "hand", 0.5)
+
+
+def test_standard_error_combines_seeds_and_the_validation_sample():
+    s = Score(cand(1e-3), [0.52, 0.50], 5000)
+    seeds = 0.0002 / 2  # sample variance of (0.52, 0.50) is 0.0002, over 2 seeds
+    binomial = 0.51 * 0.49 / 5000
+    assert s.mean == pytest.approx(0.51) and s.se == pytest.approx(math.sqrt(seeds + binomial))
+    assert Score(cand(1e-3), [0.5], 5000).se == pytest.approx(math.sqrt(0.25 / 5000))  # one seed: binomial only
+
+
+def test_best_mean_and_one_se():
+    scored = [Score(cand(1e-4), [0.530, 0.530], 5000),  # best mean, se ≈ 0.00706
+              Score(cand(5e-3), [0.526, 0.526], 5000),  # within one SE: one-se takes it (larger λ)
+              Score(cand(2e-2), [0.520, 0.520], 5000),  # 0.010 below: outside one SE
+              Score(cand(1e-5), [0.529, 0.529], 5000)]
+    assert confirm.choose(scored, "best-mean").candidate.settings["train.lambda"] == 1e-4
+    assert confirm.choose(scored, "one-se").candidate.settings["train.lambda"] == 5e-3
+    assert confirm.choose([], "best-mean") is None
+
+
+# ---- the stage on tiny data ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory, cifar_dir):
+    from tests.conftest import project_folder
+
+    with project_folder(tmp_path_factory.mktemp("confirm"), cifar_dir) as folder:
+        hpsearch("search", "coarse", "--n-trials", "4", "--no-prune")
+        hpsearch("search", "fine", "--n-trials", "2", "--no-prune")
+        out = {"first": hpsearch("search", "confirm").output, "again": hpsearch("search", "confirm").output,
+               "final": hpsearch("train-final").output, "old": hpsearch("train-final", "--no-confirm").output}
+        yield folder, out
+
+
+def study_of(folder: Path, stage: str) -> optuna.Study:
+    from pipeline.session import open_storage
+
+    return optuna.load_study(study_name=f"cifar10-lambda-{stage}", storage=open_storage(str(folder / STORAGE)))
+
+
+def test_k_times_r_trials_one_run_each_under_one_parent_and_a_rerun_adds_nothing(confirmed):
+    folder, out = confirmed
+    trials = study_of(folder, "confirm").get_trials()
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+    pairs = {(t.params["lambda"], t.params["seed"]) for t in trials}
+    assert len(pairs) == 6 and {s for _, s in pairs} == {0, 1}
+    parents = runs_of(folder, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'confirm'")
+    assert len(parents) == 1
+    children = runs_of(folder, f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+    assert "6 trainings finished, complete" in out["again"]
+    artifacts = {a.path for a in client(folder).list_artifacts(parents[0].info.run_id)}
+    assert {"candidates.csv", "candidates.png"} <= artifacts
+    chosen = study_of(folder, "confirm").user_attrs["chosen"]["train.lambda"]
+    assert parents[0].data.metrics["chosen_lambda"] == pytest.approx(chosen)
+    assert f"{chosen:.3g}" in parents[0].data.tags["hpsearch.chosen"]
+
+
+def test_train_final_takes_confirms_choice_and_the_old_rule_without_it(confirmed):
+    folder, out = confirmed
+    chosen = study_of(folder, "confirm").user_attrs["chosen"]["train.lambda"]
+    assert "confirm stage's choice" in out["final"] and f"λ = {chosen:.4g}" in out["final"]
+    from pipeline.results import best_trial
+
+    best = best_trial(Session(Stores(storage_url=str(folder / STORAGE))))
+    assert f"λ = {best.params['lambda']:.4g}" in out["old"] and "val acc" in out["old"]
+
+
+# ---- bad input: one line, nothing recorded changes --------------------------------------------
+def test_confirm_before_any_search(project):
+    fails("search", "confirm", code=1, match="no completed coarse or fine trial to confirm")
+    assert not (project / "mlruns").exists() or not runs_of(project, "")
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--set", "confirm.k=0"], "confirm.k must be ≥ 1"),
+    (["--set", "confirm.seeds=0"], "confirm.seeds must be ≥ 1"),
+    (["--set", 'confirm.select="median"'], "confirm.select must be one of best-mean, one-se"),
+])
+def test_bad_confirm_settings(project, args, match):
+    hpsearch("search", "coarse", "--n-trials", "2", "--no-prune")
+    before = study_of(project, "coarse").get_trials()
+    fails("search", "confirm", *args, code=2, match=match)
+    assert study_of(project, "coarse").get_trials() == before
+    from pipeline.session import open_storage
+
+    names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(str(project / STORAGE)))]
+    assert "cifar10-lambda-confirm" not in names
+
+
+@pytest.mark.slow
+def test_kill_9_mid_confirm_then_a_rerun_completes_it(project):
+    hpsearch("search", "coarse", "--n-trials", "3", "--no-prune")
+    long = ["--set", "train.n_s=200000", "--set", "train.cycles=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "search", "confirm", *long], cwd=project,
+                            env=hpsearch_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            running = [t for t in study_of(project, "confirm").get_trials() if t.state.name == "RUNNING"
+                       and "mlflow_run_id" in t.user_attrs]
+        except KeyError:
+            running = []
+        if running:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    killed = running[0]
+    hpsearch("search", "confirm")  # the normal, short schedule: the killed pair is trained again
+    trials = study_of(project, "confirm").get_trials()
+    assert trials[killed.number].state.name == "FAIL"
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 6 and len({(t.params["lambda"], t.params["seed"]) for t in done}) == 6
+    assert (killed.params["lambda"], killed.params["seed"]) in {(t.params["lambda"], t.params["seed"]) for t in done}
