@@ -152,15 +152,17 @@ def refine_top2(space: Space, top: list[Mapping[str, object]], widen: float) -> 
 def refine_region(space: Space, trials: list[tuple[Mapping[str, object], float]], half_width: float) -> Space:
     """Centre on the best-scoring region instead of the two best points: each trial's score is the mean
     accuracy of the trials within ±half_width (decades for log dimensions, fractions of the range
-    otherwise) around it, and the range is ±half_width around the trial with the best such mean."""
+    otherwise) around it, and the range is ±half_width around the trial with the best such mean. A region
+    needs two trials at least, so one lucky draw alone is not a region (unless no trial has a neighbour)."""
     def near(a, b) -> bool:
         return all(_distance(dim, a[key], b[key]) <= half_width for key, dim in space.items()
                    if dim.kind != "categorical")
 
-    def region_mean(values) -> float:
-        return sum(acc for v, acc in trials if near(values, v)) / sum(1 for v, _ in trials if near(values, v))
+    def region(values) -> list[float]:
+        return [acc for v, acc in trials if near(values, v)]
 
-    centre = max(trials, key=lambda t: (region_mean(t[0]), t[1]))[0]
+    eligible = [t for t in trials if len(region(t[0])) >= 2] or trials
+    centre = max(eligible, key=lambda t: (sum(region(t[0])) / len(region(t[0])), t[1]))[0]
     fine = {}
     for key, dim in space.items():
         if dim.kind == "categorical":
