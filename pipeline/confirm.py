@@ -172,7 +172,7 @@ def finish(session: Session, study, parent: str, cands: list[Candidate], cfg: Se
     complete = done.finished >= n and done.running == 0
     scored = scores(study, cands)
     chosen = choose(scored, cfg.confirm.select)
-    if complete and chosen is not None:
+    if complete and chosen is not None and tracker.status(parent) != "FINISHED":
         study.set_user_attr(CHOSEN_ATTR, chosen.candidate.settings)
         table = candidate_table(scored, chosen)
         tracker.log_text(parent, table.to_csv(index=False), "candidates.csv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ from model.cifar10 import Dataset
 from model.train import DivergedError, train
 from pipeline.config import Settings
 from pipeline.names import OBJECTIVE, RUN_ATTR
-from pipeline.tracking import TrackedRun, Tracker, log10
+from pipeline.tracking import TrackedRun, Tracker
 from pipeline.workers import claim_slot, owner
 
 SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
@@ -65,7 +66,7 @@ class Objective:
     def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int) -> TrackedRun:
         s = self.stage
         named = {key.partition(".")[2]: value for key, value in values.items()}
-        logs = {f"log10_{key.partition('.')[2]}": log10(v) for key, v in values.items() if key in s.log_scale}
+        logs = {f"log10_{key.partition('.')[2]}": math.log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
             s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=describe(values),
             steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},

@@ -94,20 +94,25 @@ def record_space(study: optuna.Study, searched: space.Space, source: dict) -> No
 
 def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings, suggest, log_scale: frozenset,
                 stage_params: dict) -> Stage:
-    """The data, the stage's parent run (found or created once) and what every trial shares."""
-    data = session.dataset(cfg.data.split, cfg.data.val_size)
+    """The data, the stage's parent run (found or created once) and what every trial shares. A stage that
+    other workers completed needs no data: it is not loaded."""
     tracker = session.tracker
-    params = {"data.digest": data.digest, "data.n_train": len(data.y_train), "data.n_val": len(data.y_val),
-              "code_version": code_version()}
     parent, new_parent = ensure_parent_run(session, study, stage)
+    n = cfg.search.n_trials
+    done = tally(study)
+    data = None
+    params = {"code_version": code_version()}
+    if new_parent or done.finished + done.running < n:
+        data = session.dataset(cfg.data.split, cfg.data.val_size)
+        params |= {"data.digest": data.digest, "data.n_train": len(data.y_train), "data.n_val": len(data.y_val)}
     if new_parent:
         tracker.log_params(parent, cfg.flat() | params | stage_params)
-    n = cfg.search.n_trials
     tracker.set_tags(parent, {"n_trials": n, NOTE: f"{stage} stage of {session.experiment}: {n} trials"})
     study.set_user_attr("n_trials", n)  # the target the next stage checks against
     recover_orphans(study)
     close_orphan_runs(session, study, parent)
-    tracker.set_status(parent, "RUNNING")
+    if done.finished + done.running < n or tracker.status(parent) != "FINISHED":
+        tracker.set_status(parent, "RUNNING")  # (re)opened: a rerun with a larger n_trials continues it
     return Stage(stage, study.study_name, cfg, data, tracker, parent, suggest, session.terminal, log_scale, params)
 
 
@@ -197,7 +202,7 @@ def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str,
     done = tally(study)
     complete = done.finished >= n and done.running == 0
     best = best_of(study)
-    if complete:
+    if complete and tracker.status(parent) != "FINISHED":  # the worker that finishes the stage closes it
         tracker.log_metrics(parent, stage_metrics(study))
         if best is not None:
             tracker.set_tags(parent, {"best_trial": best.number, **{

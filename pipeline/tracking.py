@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import math
 import subprocess
 import tempfile
 import time
@@ -161,6 +160,9 @@ class Tracker:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
     def set_status(self, run_id: str, status: str) -> None:
         """RUNNING (on resume) or a terminal status: FINISHED, FAILED, KILLED."""
         if status in TERMINAL:
@@ -268,11 +270,6 @@ class TrackedRun:
         outcome = state + ("" if best is None else f", best val acc {best:.4f}") + (f" ({reason})" if reason else "")
         self.tracker.set_tags(self.run_id, {"state": state, **({"reason": reason} if reason else {}),
                                             NOTE: f"{self.describe}: {outcome}"})
-
-
-def log10(value: float) -> float:
-    """log10 of a log-scale searched value, for the MLflow compare view (it plots on linear axes)."""
-    return math.log10(value) if value > 0 else float("-inf")
 
 
 def _prepare_local_store(db: Path) -> str:

@@ -16,7 +16,7 @@ from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME
 from pipeline.objective import describe
 from pipeline.results import best_trial, trial_settings
 from pipeline.session import Session
-from pipeline.tracking import TrackedRun, code_version, log10
+from pipeline.tracking import TrackedRun, code_version
 
 
 @dataclass
@@ -39,7 +39,8 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
     run = TrackedRun(
         session.tracker, name, what=name, values=f"λ = {lam:.3g}", steps=settings.total_steps,
         tags={"stage": name, "role": role, "config_digest": cfg.digest(), "data_digest": data.digest, **(tags or {})},
-        params=cfg.flat() | {LAMBDA: lam, f"log10_{LAMBDA}": log10(lam), "data.digest": data.digest,
+        params=cfg.flat() | ({f"log10_{LAMBDA}": math.log10(lam)} if lam > 0 else {}) | {
+                                LAMBDA: lam, "data.digest": data.digest,
                              "data.n_train": len(data.y_train), "data.n_val": len(data.y_val),
                              "code_version": code_version(), "config": cfg.source},
         terminal=session.terminal,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -13,6 +14,8 @@ search_app = typer.Typer(help="Run a stage (coarse, fine, then confirm); rerunni
                          no_args_is_help=True)
 PrunerOpt = Annotated[str | None, typer.Option("--pruner", help="median | asha | hyperband | none.",
                                                show_default="search.pruner of the file")]
+JobsOpt = Annotated[int, typer.Option("--jobs", min=1, help="Worker processes on this machine sharing the stage, "
+                                                            "each with cores / N BLAS threads.")]
 NoConfirmOpt = Annotated[bool, typer.Option("--no-confirm", help="Skip the confirm stage: the report's procedure, "
                                                                  "promoting the best searched trial.")]
 app.add_typer(search_app, name="search")
@@ -22,11 +25,28 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
     return {"search.n_trials": n_trials, "search.sampler": sampler, "search.prune": prune, "search.pruner": pruner}
 
 
-def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner):
+def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1):
     with session(ctx) as s:
         from pipeline.stages import run_search
 
-        print_summary(run_search(s, stage, settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))))
+        cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
+        if jobs > 1:
+            work(ctx, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs)
+        print_summary(run_search(s, stage, cfg))  # after workers: the summary of the stage they completed
+
+
+def work(ctx, args: list[str], jobs: int) -> None:
+    from pipeline.local_workers import run_workers
+
+    run_workers(ctx.obj, args, jobs)
+
+
+def _args(config=None, sets=None, n_trials=None, sampler=None, prune=None, pruner=None) -> list[str]:
+    """The stage command's own options, for the workers."""
+    out = [*(["--config", str(config)] if config else []), *(a for s in sets or [] for a in ("--set", s))]
+    out += [*(["--n-trials", str(n_trials)] if n_trials is not None else []),
+            *(["--sampler", sampler] if sampler else []), *(["--pruner", pruner] if pruner else [])]
+    return out + ([] if prune is None else ["--prune" if prune else "--no-prune"])
 
 
 def print_summary(summary) -> None:
@@ -45,29 +65,29 @@ def print_summary(summary) -> None:
 @search_app.command("coarse")
 def search_coarse(
     ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, n_trials: TrialsOpt = None,
-    sampler: SamplerOpt = None, prune: PruneOpt = None, pruner: PrunerOpt = None,
+    sampler: SamplerOpt = None, prune: PruneOpt = None, pruner: PrunerOpt = None, jobs: JobsOpt = 1,
 ) -> None:
     """Sample the file's space table (λ log-uniform in 1e-5..1e-1) until the study holds n_trials finished trials.
 
     Example: hpsearch search coarse --n-trials 8
     """
-    _search(ctx, "coarse", config, set_, n_trials, sampler, prune, pruner)
+    _search(ctx, "coarse", config, set_, n_trials, sampler, prune, pruner, jobs)
 
 
 @search_app.command("fine")
 def search_fine(
     ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, n_trials: TrialsOpt = None,
-    sampler: SamplerOpt = None, prune: PruneOpt = None, pruner: PrunerOpt = None,
+    sampler: SamplerOpt = None, prune: PruneOpt = None, pruner: PrunerOpt = None, jobs: JobsOpt = 1,
 ) -> None:
     """Search the coarse space refined around the coarse results (the report's rule: the two best, ±0.25 in log10).
 
     Example: hpsearch search fine
     """
-    _search(ctx, "fine", config, set_, n_trials, sampler, prune, pruner)
+    _search(ctx, "fine", config, set_, n_trials, sampler, prune, pruner, jobs)
 
 
 @search_app.command("confirm")
-def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, jobs: JobsOpt = 1) -> None:
     """Retrain the k best distinct searched λ with several seeds at the final's schedule; choose by mean ± SE.
 
     Example: hpsearch search confirm --set confirm.seeds=3
@@ -75,7 +95,10 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
     with session(ctx) as s:
         from pipeline.confirm import run_confirm
 
-        print_confirm(run_confirm(s, settings("confirm", config, set_)))
+        cfg = settings("confirm", config, set_)
+        if jobs > 1:
+            work(ctx, ["search", "confirm", *_args(config, set_)], jobs)
+        print_confirm(run_confirm(s, cfg))
 
 
 def print_confirm(result) -> None:
@@ -98,18 +121,39 @@ def pipeline(
     n_trials: TrialsOpt = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Final λ instead of the best searched one.")] = None,
     no_confirm: NoConfirmOpt = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Worker processes per stage on this machine.",
+                                             show_default="one per 2 cores")] = None,
+    config_set: Annotated[str | None, typer.Option(
+        "--config-set", help="Another set of study files, studies/NAME-<stage>.toml, in the experiment "
+                             "<experiment>-NAME (e.g. wide); a set without a confirm file skips that stage.")] = None,
 ) -> None:
     """Coarse search, fine search, confirm and final training in order; each step resumes where it stopped.
 
     Example: HPSEARCH_DATA=~/cifar hpsearch pipeline
     """
+    from pipeline.config import default_path
+
+    def path(stage: str):
+        return default_path(f"{config_set}-{stage}" if config_set else stage)
+
+    if config_set:
+        ctx.obj = dataclasses.replace(ctx.obj, experiment=f"{ctx.obj.experiment}-{config_set}")
     with session(ctx) as s:
         from pipeline.confirm import run_confirm
+        from pipeline.local_workers import default_jobs
         from pipeline.stages import run_search
         from pipeline.trainings import train_final
 
+        jobs = jobs or default_jobs()
         for stage in ("coarse", "fine"):
-            print_summary(run_search(s, stage, settings(stage, typed={"search.n_trials": n_trials})))
-        if not no_confirm and lam is None:
-            print_confirm(run_confirm(s, settings("confirm")))
-        print_run(train_final(s, settings("final"), lam, confirmed=not no_confirm))
+            cfg = settings(stage, path(stage), typed={"search.n_trials": n_trials})
+            if jobs > 1:
+                work(ctx, ["search", stage, *_args(path(stage), n_trials=n_trials)], jobs)
+            print_summary(run_search(s, stage, cfg))
+        confirmed = not no_confirm and lam is None and path("confirm").is_file()
+        if confirmed:
+            cfg = settings("confirm", path("confirm"))
+            if jobs > 1:
+                work(ctx, ["search", "confirm", *_args(path("confirm"))], jobs)
+            print_confirm(run_confirm(s, cfg))
+        print_run(train_final(s, settings("final", path("final")), lam, confirmed=confirmed))
