@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from model.network import Params, evaluate, gradients, init_params
+from model.network import Params, evaluate, init_params
 from model.schedule import cyclic_eta
+from model.step import Step
 
 N_CLASSES = 10
 
@@ -119,38 +120,31 @@ def train(
     rng = np.random.default_rng(s.seed)
     params = init_params(d, s.hidden, N_CLASSES, rng, dtype=X.dtype)
     # Column-major W1 makes W1.T a row-major (d, m) matrix: both big GEMMs of a step (X @ W1.T and
-    # GH.T @ X into dW1) run 10-25 % faster in OpenBLAS. Same values; grads inherit the layout.
+    # GH.T @ X into dW1) run 10-25 % faster in OpenBLAS. Same values; the step's dW1 inherits it.
     params.W1 = np.asfortranarray(params.W1)
-    grads = params.empty_like()
+    step = Step(params, s.batch_size)
     result = TrainResult(params)
     # Gathering each batch into one small buffer avoids copying the whole set every epoch.
     Xb = np.empty((s.batch_size, d), dtype=X.dtype)
     yb = np.empty(s.batch_size, dtype=np.intp)
-    checkpoints = set(s.checkpoint_steps())
     order = batches(n, s.batch_size, rng)
-    pairs = list(zip(params.items(), grads.items(), strict=True))
-    for t in range(s.total_steps):
-        idx = next(order)
-        np.take(X, idx, axis=0, out=Xb, mode="clip")  # 'clip' avoids a full-size temporary
-        np.take(y, idx, out=yb, mode="clip")
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected just below
-            _, P = gradients(params, Xb, yb, s.lam, out=grads)
-        if not np.isfinite(P[:, 0]).all():
-            raise DivergedError(t, "non-finite class probabilities")
-        eta = cyclic_eta(t, s.eta_min, s.eta_max, s.n_s)
-        for (_, p), (_, g) in pairs:
-            g *= eta
-            p -= g
-        step = t + 1
-        if step in checkpoints:
-            with np.errstate(over="ignore", invalid="ignore"):
-                metrics = checkpoint_metrics(params, (X, y), (X_val, y_val), s, step)
-            if not (np.isfinite(metrics["train_cost"]) and np.isfinite(metrics["val_cost"])):
-                raise DivergedError(step)
-            result.history["step"].append(step)
-            for k in METRICS:
-                result.history[k].append(metrics[k])
-            if on_checkpoint is not None:
-                on_checkpoint(step, metrics)
+    start = 0
+    for stop in s.checkpoint_steps():
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected by the step
+            for t in range(start, stop):
+                idx = next(order)
+                np.take(X, idx, axis=0, out=Xb, mode="clip")  # 'clip' avoids a full-size temporary
+                np.take(y, idx, out=yb, mode="clip")
+                if not step(params, Xb, yb, cyclic_eta(t, s.eta_min, s.eta_max, s.n_s), s.lam):
+                    raise DivergedError(t, "non-finite class probabilities")
+            start = stop
+            metrics = checkpoint_metrics(params, (X, y), (X_val, y_val), s, stop)
+        if not (np.isfinite(metrics["train_cost"]) and np.isfinite(metrics["val_cost"])):
+            raise DivergedError(stop)
+        result.history["step"].append(stop)
+        for k in METRICS:
+            result.history[k].append(metrics[k])
+        if on_checkpoint is not None:
+            on_checkpoint(stop, metrics)
     params.W1 = np.ascontiguousarray(params.W1)  # callers get the usual row-major layout back
     return result

@@ -183,3 +183,32 @@ def test_model_package_is_pure():
             assert not {n.split(".")[0] for n in names} & banned, (path.name, names)
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 raise AssertionError(f"{path.name} prints")
+
+
+def test_fused_step_equals_gradients_and_sgd():
+    """model.step.Step (the training loop's step) makes the same update as gradients() + plain SGD."""
+    from model.step import Step
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((32, 40)).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    params = network.init_params(40, 12, 10, rng)
+    params.b1[:] = rng.standard_normal(12) * 0.1
+    params.b2[:] = rng.standard_normal(10) * 0.1
+    eta, lam = 0.05, 0.02
+    g, _ = network.gradients(params, X, y, lam)
+    expected = {name: p - eta * dp for (name, p), (_, dp) in zip(params.items(), g.items(), strict=True)}
+    fused = network.Params(np.asfortranarray(params.W1), *(a.copy() for _, a in list(params.items())[1:]))
+    assert Step(fused, 32)(fused, X, y, eta, lam)
+    for name, p in fused.items():
+        assert_allclose(p, expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        assert not np.array_equal(p, getattr(params, name)), name  # every parameter moved
+
+
+def test_fused_step_reports_non_finite_probabilities():
+    from model.step import Step
+
+    params = network.init_params(4, 3, 10, np.random.default_rng(0))
+    X = np.full((2, 4), np.inf, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert not Step(params, 2)(params, X, np.array([1, 2]), 0.1, 0.0)
