@@ -41,11 +41,14 @@ class TrainSettings:
     checkpoints_per_cycle: int = 10
     seed: int = 0
     eval_chunk: int = 5000
+    train_eval_size: int = 0  # train metrics on this many seeded training samples; 0 = all of them
 
     def __post_init__(self):
         for name in ("hidden", "batch_size", "n_s", "cycles", "checkpoints_per_cycle", "eval_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
+        if self.train_eval_size < 0:
+            raise ValueError(f"train_eval_size must be ≥ 0 (0 = the whole training set); got {self.train_eval_size}")
         if self.lam < 0:
             raise ValueError(f"λ must be ≥ 0; got {self.lam}")
         if not 0 < self.eta_min <= self.eta_max:
@@ -80,6 +83,21 @@ class TrainResult:
 
 
 Checkpoint = Callable[[int, dict], None]
+
+# Generators for the options, derived from the seed but independent of the training stream
+# (default_rng(seed) itself), so turning an option on or off leaves the training draws unchanged.
+STREAMS = {"train_eval": 1}
+
+
+def stream(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, STREAMS[name]])
+
+
+def train_eval_rows(n: int, s: TrainSettings) -> np.ndarray | None:
+    """Sorted indices of the fixed training subset the checkpoints evaluate; None = all n rows."""
+    if s.train_eval_size == 0 or s.train_eval_size >= n:
+        return None
+    return np.sort(stream(s.seed, "train_eval").choice(n, s.train_eval_size, replace=False))
 
 
 def checkpoint_metrics(params: Params, train_set, val_set, s: TrainSettings, step: int) -> dict:
@@ -128,6 +146,9 @@ def train(
     Xb = np.empty((s.batch_size, d), dtype=X.dtype)
     yb = np.empty(s.batch_size, dtype=np.intp)
     order = batches(n, s.batch_size, rng)
+    rows = train_eval_rows(n, s)
+    # One copy of the subset per training (train_eval_size × 12 KB) rather than a gather per checkpoint.
+    train_eval = (X, y) if rows is None else (X[rows], y[rows])
     start = 0
     for stop in s.checkpoint_steps():
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected by the step
@@ -138,7 +159,7 @@ def train(
                 if not step(params, Xb, yb, cyclic_eta(t, s.eta_min, s.eta_max, s.n_s), s.lam):
                     raise DivergedError(t, "non-finite class probabilities")
             start = stop
-            metrics = checkpoint_metrics(params, (X, y), (X_val, y_val), s, stop)
+            metrics = checkpoint_metrics(params, train_eval, (X_val, y_val), s, stop)
         if not (np.isfinite(metrics["train_cost"]) and np.isfinite(metrics["val_cost"])):
             raise DivergedError(stop)
         result.history["step"].append(stop)

@@ -212,3 +212,27 @@ def test_fused_step_reports_non_finite_probabilities():
     X = np.full((2, 4), np.inf, np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
         assert not Step(params, 2)(params, X, np.array([1, 2]), 0.1, 0.0)
+
+
+def test_train_metrics_on_a_seeded_subset():
+    """train_eval_size picks a fixed subset from the seed, leaves training bit-identical; 0 = all rows."""
+    from model.train import train_eval_rows
+
+    X, y = blobs()
+    rows = train_eval_rows(600, TrainSettings(train_eval_size=100, seed=3))
+    assert len(rows) == len(set(rows)) == 100 and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, train_eval_rows(600, TrainSettings(train_eval_size=100, seed=3)))
+    assert not np.array_equal(rows, train_eval_rows(600, TrainSettings(train_eval_size=100, seed=4)))
+    assert train_eval_rows(600, TrainSettings(train_eval_size=0)) is None
+    assert train_eval_rows(600, TrainSettings(train_eval_size=600)) is None
+
+    full = train(X, y, X[:50], y[:50], TrainSettings(**SMALL, seed=3))
+    sub = train(X, y, X[:50], y[:50], TrainSettings(**SMALL, seed=3, train_eval_size=100))
+    for (_, a), (_, b) in zip(full.params.items(), sub.params.items(), strict=True):
+        assert np.array_equal(a, b)
+    assert full.history["val_loss"] == sub.history["val_loss"]  # validation always uses the full set
+    assert full.history["train_loss"] != sub.history["train_loss"]
+    expected = network.evaluate(full.params, X[rows], y[rows], TrainSettings().lam)
+    assert sub.history["train_loss"][-1] == pytest.approx(expected["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="train_eval_size"):
+        TrainSettings(train_eval_size=-1)
