@@ -47,12 +47,12 @@ def check(
     y: np.ndarray,
     hidden: int = 50,
     lam: float = 0.01,
-    k: int = 10,
+    n: int = 10,
     dims: int | None = None,
     seed: int = 0,
     h: float = 1e-5,
 ) -> dict[str, dict[str, float]]:
-    """The report's check: a fresh network on the first k samples (first `dims` inputs if given)."""
-    Xs = np.asarray(X[:k, :dims], dtype=np.float64)
+    """The report's check: a fresh network on the first n samples (first `dims` inputs if given)."""
+    Xs = np.asarray(X[:n, :dims], dtype=np.float64)
     params = init_params(Xs.shape[1], hidden, 10, np.random.default_rng(seed), dtype=np.float64)
-    return compare(params, Xs, np.asarray(y[:k]), lam, h)
+    return compare(params, Xs, np.asarray(y[:n]), lam, h)

@@ -48,10 +48,10 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     assert table["W1"]["max_rel"] > 1e-3 and table["b1"]["max_rel"] < 1e-6
 
 
-def test_gradcheck_on_first_k_samples_and_d_dims():
+def test_gradcheck_on_first_n_samples_and_d_dims():
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((50, 100)), rng.integers(0, 10, 50)
-    table = gradcheck.check(X, y, hidden=5, lam=0.01, k=3, dims=7)
+    table = gradcheck.check(X, y, hidden=5, lam=0.01, n=3, dims=7)
     assert all(row["max_rel"] < 1e-6 for row in table.values())
 
 
