@@ -7,7 +7,7 @@ passes in (the pipeline uses it to log to MLflow, report to Optuna and prune).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,9 +63,6 @@ class TrainSettings:
         n = self.checkpoints_per_cycle * self.cycles
         return sorted({max(1, round(i * self.total_steps / n)) for i in range(1, n + 1)})
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy", "eta")
 
@@ -74,9 +71,6 @@ METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost",
 class TrainResult:
     params: Params
     history: dict[str, list] = field(default_factory=lambda: {"step": [], **{k: [] for k in METRICS}})
-
-    def best(self, key: str = "val_accuracy") -> float:
-        return max(self.history[key])
 
     def final(self, key: str = "val_accuracy") -> float:
         return self.history[key][-1]
