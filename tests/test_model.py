@@ -80,13 +80,33 @@ def test_loss_cost_accuracy_by_hand():
 
 
 def test_a_single_step_by_hand():
-    """One sample, a zero network: P is uniform, so only b2 moves, by η(P − Y)."""
-    params = network.Params(np.zeros((3, 4)), np.zeros(3), np.zeros((10, 3)), np.zeros(10))
-    g, P = network.gradients(params, np.ones((1, 4)), np.array([2]), lam=0.1)
-    expected = np.full(10, 0.1)
-    expected[2] -= 1
-    assert_allclose(g.b2, expected)
-    assert not g.W1.any() and not g.W2.any() and not g.b1.any()
+    """One sample through a 2 -> 3 -> 3 network with non-zero weights and λ > 0, by the report's formulas.
+
+    Hidden unit 1 is inactive (W1 x + b1 < 0), so its ReLU mask matters; every weight is non-zero, so
+    a wrong weight-decay term (λW instead of 2λW, or none) changes the step.
+    """
+    from model.step import Step
+
+    x, label, lam, eta = np.array([1.0, 2.0]), 2, 0.1, 0.5
+    W1 = np.array([[0.5, -0.25], [-1.0, 0.25], [0.75, 0.5]])
+    b1 = np.array([0.1, 0.0, -0.2])
+    W2 = np.array([[1.0, -0.5, 0.25], [-0.75, 0.5, 1.0], [0.5, 0.25, -1.0]])
+    b2 = np.array([0.0, 0.1, -0.1])
+    h = np.maximum(W1 @ x + b1, 0)  # [0.1, 0, 1.55]: unit 1 is off
+    assert h[1] == 0 and h[0] > 0 and h[2] > 0
+    p = np.exp(W2 @ h + b2) / np.exp(W2 @ h + b2).sum()
+    g = p - np.eye(3)[label]
+    gh = (W2.T @ g) * (h > 0)
+    expected = {"W1": W1 - eta * (np.outer(gh, x) + 2 * lam * W1), "b1": b1 - eta * gh,
+                "W2": W2 - eta * (np.outer(g, h) + 2 * lam * W2), "b2": b2 - eta * g}  # fmt: skip
+
+    params = network.Params(W1.copy(), b1.copy(), W2.copy(), b2.copy())
+    grads, _ = network.gradients(params, x[None], np.array([label]), lam)
+    for (name, p0), (_, dp) in zip(params.items(), grads.items(), strict=True):
+        assert_allclose(p0 - eta * dp, expected[name], rtol=1e-12, err_msg=name)
+    Step(params, 1)(params, x[None], np.array([label]), eta, lam)
+    for name, p1 in params.items():
+        assert_allclose(p1, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 @pytest.mark.parametrize(
@@ -140,10 +160,12 @@ def test_training_in_float32_stays_float32():
 
 
 def test_divergence_raises_with_the_step():
+    """Each update multiplies the weights by about 1 − 2ηλ = −2·10⁴, so the scores of the update
+    numbered 4 (counting from 0) overflow float32: the error names that step, not a checkpoint's."""
     X, y = blobs()
-    with pytest.raises(DivergedError, match=r"diverged at step \d+") as e:
+    with pytest.raises(DivergedError, match=r"diverged at step 4: non-finite class probabilities") as e:
         train(X * 1e4, y, X, y, TrainSettings(lam=1e3, **(SMALL | {"eta_min": 10.0, "eta_max": 100.0})))
-    assert e.value.step <= 120
+    assert e.value.step == 4
 
 
 def test_callback_exception_stops_training():
