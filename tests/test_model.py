@@ -258,3 +258,39 @@ def test_train_metrics_on_a_seeded_subset():
     assert sub.history["train_loss"][-1] == pytest.approx(expected["loss"], rel=1e-6)
     with pytest.raises(ValueError, match="train_eval_size"):
         TrainSettings(train_eval_size=-1)
+
+
+# sha256 of the weight bytes of the run below, recorded with the fused step before the training
+# options (augment, shift, dropout, tta_flip) existed. The rounding of a GEMM depends on the BLAS
+# kernel, so bit identity is checked against the kernel the hash was recorded with.
+GOLDEN_SHA256 = {
+    "SkylakeX": "b0ae7a57a3ca63db4cf8eb1c53ffa410b922e07ce6b5998bf713839ad4cece1f",
+    "Haswell": "4150f1863298481d942fd3f572f52363ff5b775b8089a9537836899dcd4ffd0e",
+}
+
+
+def test_options_off_train_bit_identically_to_before_they_existed():
+    """Guards the exercises and the report's pipeline: with every option at its default, training
+    draws the same random numbers and does the same arithmetic as before the options were added,
+    so the exercise configs still give the same weights. Any extra draw from the training stream
+    changes the batches and moves the weights far beyond the tolerance; on a known BLAS kernel any
+    change of arithmetic at all fails the hash."""
+    import hashlib
+
+    X, y = blobs()
+    params = train(X[:500], y[:500], X[500:], y[500:], TrainSettings(**SMALL, lam=1e-3, seed=5)).params
+    golden = np.load(Path(__file__).with_name("golden_train.npz"))
+    for name, p in params.items():
+        assert_allclose(p, golden[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    if blas_kernel() in GOLDEN_SHA256:
+        digest = hashlib.sha256(b"".join(p.tobytes() for _, p in params.items())).hexdigest()
+        assert digest == GOLDEN_SHA256[blas_kernel()]
+
+
+def blas_kernel() -> str | None:
+    """OpenBLAS's kernel name (threadpoolctl comes with scikit-learn, an MLflow dependency)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return next((i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"), None)
