@@ -11,16 +11,18 @@ import math
 
 import numpy as np
 
-from model.network import Params
+from model.network import Params, dropout_mask
 
 
 class Step:
     """Workspace for SGD steps on batches of B rows of a network shaped like `params`.
 
     Buffers: H: (B, m), St: (k, B), GH: (B, m), dW1 like W1 (its memory layout too), dW2: (k, m).
+    dropout p > 0 draws a fresh inverted-dropout mask on H from rng at every step; after a step,
+    `keep` holds the mask it used.
     """
 
-    def __init__(self, params: Params, B: int):
+    def __init__(self, params: Params, B: int, dropout: float = 0.0, rng: np.random.Generator | None = None):
         m, _ = params.W1.shape
         k = params.W2.shape[0]
         dt = params.W1.dtype
@@ -40,6 +42,10 @@ class Step:
         self.z = np.empty(B, dt)
         self.cols = np.arange(B)
         self.true = np.empty(B, np.intp)
+        if dropout and rng is None:
+            raise ValueError("dropout needs a random generator")
+        self.dropout, self.rng = dropout, rng
+        self.keep = np.empty((B, m), dt) if dropout else None
 
     def __call__(self, params: Params, X: np.ndarray, y: np.ndarray, eta: float, lam: float) -> bool:
         """Update params in place from X: (B, d) and labels y: (B,); False if P was not finite.
@@ -51,6 +57,8 @@ class Step:
         np.matmul(X, W1.T, out=H)
         H += b1
         np.maximum(H, 0, out=H)
+        if self.dropout:
+            H *= dropout_mask(self.dropout, self.rng, self.keep)
         np.matmul(W2, H.T, out=St)
         St += b2[:, None]
         # Softmax in place, scaled by c = η/B so that every gradient below comes out times η.
@@ -67,6 +75,8 @@ class Step:
         np.matmul(St, H, out=self.dW2)
         np.add.reduce(St, axis=1, out=self.db2)
         np.matmul(St.T, W2, out=GH)  # W2 before its update
+        if self.dropout:
+            GH *= self.keep
         np.greater(H, 0, out=self.relu)
         np.multiply(GH, self.relu, out=GH)  # ReLU's derivative; a boolean-mask assignment is 4-10x slower
         np.matmul(GH.T, X, out=self.dW1)

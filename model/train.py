@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.augment import Augmenter
+from model.augment import D as IMAGE_SIZE
 from model.network import Params, evaluate, init_params
 from model.schedule import cyclic_eta
 from model.step import Step
@@ -42,6 +44,11 @@ class TrainSettings:
     seed: int = 0
     eval_chunk: int = 5000
     train_eval_size: int = 0  # train metrics on this many seeded training samples; 0 = all of them
+    # Options the search can use; all off by default, which trains exactly as without them.
+    augment: bool = False  # random horizontal flips and shifts of each batch (CIFAR rows only)
+    shift: int = 0  # with augment: largest shift in pixels on each axis, zero fill (0 = flips only)
+    dropout: float = 0.0  # probability of dropping a hidden unit in training (inverted dropout)
+    tta_flip: bool = False  # for the caller's final evaluation: evaluate(..., tta_flip=True)
 
     def __post_init__(self):
         for name in ("hidden", "batch_size", "n_s", "cycles", "checkpoints_per_cycle", "eval_chunk"):
@@ -49,6 +56,10 @@ class TrainSettings:
                 raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
         if self.train_eval_size < 0:
             raise ValueError(f"train_eval_size must be ≥ 0 (0 = the whole training set); got {self.train_eval_size}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if not 0 <= self.shift < 32:
+            raise ValueError(f"shift must be in 0..31 pixels; got {self.shift}")
         if self.lam < 0:
             raise ValueError(f"λ must be ≥ 0; got {self.lam}")
         if not 0 < self.eta_min <= self.eta_max:
@@ -80,7 +91,7 @@ Checkpoint = Callable[[int, dict], None]
 
 # Generators for the options, derived from the seed but independent of the training stream
 # (default_rng(seed) itself), so turning an option on or off leaves the training draws unchanged.
-STREAMS = {"train_eval": 1}
+STREAMS = {"train_eval": 1, "augment": 2, "dropout": 3}
 
 
 def stream(seed: int, name: str) -> np.random.Generator:
@@ -129,12 +140,16 @@ def train(
     n, d = X.shape
     if s.batch_size > n:
         raise ValueError(f"batch_size {s.batch_size} is larger than the training set ({n} samples)")
+    if s.augment and d != IMAGE_SIZE:
+        raise ValueError(f"augment needs CIFAR rows of {IMAGE_SIZE} values (3 × 32 × 32); got {d}")
     rng = np.random.default_rng(s.seed)
     params = init_params(d, s.hidden, N_CLASSES, rng, dtype=X.dtype)
     # Column-major W1 makes W1.T a row-major (d, m) matrix: both big GEMMs of a step (X @ W1.T and
     # GH.T @ X into dW1) run 10-25 % faster in OpenBLAS. Same values; the step's dW1 inherits it.
     params.W1 = np.asfortranarray(params.W1)
-    step = Step(params, s.batch_size)
+    step = Step(params, s.batch_size, s.dropout, stream(s.seed, "dropout") if s.dropout else None)
+    augment = Augmenter(s.batch_size, s.shift, X.dtype) if s.augment else None
+    augment_rng = stream(s.seed, "augment") if s.augment else None
     result = TrainResult(params)
     # Gathering each batch into one small buffer avoids copying the whole set every epoch.
     Xb = np.empty((s.batch_size, d), dtype=X.dtype)
@@ -150,7 +165,8 @@ def train(
                 idx = next(order)
                 np.take(X, idx, axis=0, out=Xb, mode="clip")  # 'clip' avoids a full-size temporary
                 np.take(y, idx, out=yb, mode="clip")
-                if not step(params, Xb, yb, cyclic_eta(t, s.eta_min, s.eta_max, s.n_s), s.lam):
+                Xt = Xb if augment is None else augment(Xb, augment_rng)
+                if not step(params, Xt, yb, cyclic_eta(t, s.eta_min, s.eta_max, s.n_s), s.lam):
                     raise DivergedError(t, "non-finite class probabilities")
             start = stop
             metrics = checkpoint_metrics(params, train_eval, (X_val, y_val), s, stop)

@@ -39,8 +39,8 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     params = network.init_params(6, 4, 10, rng, dtype=np.float64)
     real = network.gradients
 
-    def off_by_lambda(p, X, y, lam, out=None):
-        g, P = real(p, X, y, 0.0, out)  # forgets the regulariser
+    def off_by_lambda(p, X, y, lam, out=None, mask=None):
+        g, P = real(p, X, y, 0.0, out, mask)  # forgets the regulariser
         return g, P
 
     monkeypatch.setattr(gradcheck, "gradients", off_by_lambda)
