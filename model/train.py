@@ -134,7 +134,9 @@ def train(
     X: (n, d) float32 C-contiguous, y: (n,) int labels; X_val, y_val likewise. At each checkpoint
     step, train and validation loss/cost/accuracy and η are appended to the history and passed to
     on_checkpoint(step, metrics); an exception raised there stops training and propagates.
-    Raises DivergedError when the cost stops being finite.
+    Train metrics cover the whole of X, or train_eval_size rows of it; validation all of X_val.
+    With augment (CIFAR rows only) each batch is flipped and shifted at random; with dropout the
+    hidden layer is masked in training only. Raises DivergedError when the cost stops being finite.
     """
     s = settings
     n, d = X.shape
