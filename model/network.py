@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from model.augment import flip
+
 
 @dataclass
 class Params:
@@ -37,11 +39,13 @@ def init_params(d: int, m: int, k: int, rng: np.random.Generator, dtype=np.float
     return Params(W1, np.zeros(m, dtype), W2, np.zeros(k, dtype))
 
 
-def scores(params: Params, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hidden activations H: (n, m) and class scores S: (n, k)."""
+def scores(params: Params, X: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden activations H: (n, m) and class scores S: (n, k); mask: (n, m) multiplies H (dropout)."""
     H = X @ params.W1.T
     H += params.b1
     np.maximum(H, 0, out=H)
+    if mask is not None:
+        H *= mask
     S = H @ params.W2.T
     S += params.b2
     return H, S
@@ -55,10 +59,21 @@ def softmax(S: np.ndarray) -> np.ndarray:
     return P
 
 
-def forward(params: Params, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """H: (n, m) ReLU activations and P: (n, k) class probabilities."""
-    H, S = scores(params, X)
+def forward(params: Params, X: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """H: (n, m) ReLU activations (times mask, if given) and P: (n, k) class probabilities."""
+    H, S = scores(params, X, mask)
     return H, softmax(S)
+
+
+def dropout_mask(p: float, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+    """Fill out: (n, m) with an inverted-dropout mask: 0 with probability p, else 1/(1 − p).
+
+    Its mean is 1, so evaluation uses H as it is. In place: the training step reuses one buffer.
+    """
+    rng.random(dtype=out.dtype, out=out)
+    np.greater_equal(out, p, out=out)
+    out *= 1 / (1 - p)
+    return out
 
 
 def penalty(params: Params) -> float:
@@ -74,14 +89,14 @@ def loss_from_scores(S: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     return float((lse - s_y).sum(dtype=np.float64)), int((S.argmax(axis=1) == y).sum())
 
 
-def loss(params: Params, X: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy."""
-    return loss_from_scores(scores(params, X)[1], y)[0] / len(y)
+def loss(params: Params, X: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean cross-entropy (with the hidden layer times mask, if given)."""
+    return loss_from_scores(scores(params, X, mask)[1], y)[0] / len(y)
 
 
-def cost(params: Params, X: np.ndarray, y: np.ndarray, lam: float) -> float:
+def cost(params: Params, X: np.ndarray, y: np.ndarray, lam: float, mask: np.ndarray | None = None) -> float:
     """Mean cross-entropy + lam * (ΣW1² + ΣW2²)."""
-    return loss(params, X, y) + lam * penalty(params)
+    return loss(params, X, y, mask) + lam * penalty(params)
 
 
 def accuracy(params: Params, X: np.ndarray, y: np.ndarray) -> float:
@@ -89,11 +104,43 @@ def accuracy(params: Params, X: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(scores(params, X)[1].argmax(axis=1) == y))
 
 
-def evaluate(params: Params, X: np.ndarray, y: np.ndarray, lam: float, chunk: int = 5000) -> dict:
-    """Loss, cost and accuracy in one forward pass over X, chunk rows at a time (bounded memory)."""
+def log_softmax(S: np.ndarray) -> np.ndarray:
+    """Row-wise log P of S: (n, k), without overflow."""
+    L = S - S.max(axis=1, keepdims=True)
+    L -= np.log(np.exp(L).sum(axis=1, keepdims=True))
+    return L
+
+
+def flip_averaged_log_probabilities(params: Params, X: np.ndarray) -> np.ndarray:
+    """log of the mean of P(X) and P(X mirrored left to right): (n, k), for CIFAR rows X: (n, 3072).
+
+    Test-time augmentation for the final model; the mean is taken in log space so that a
+    probability that underflows in one view does not become log 0.
+    """
+    both = np.logaddexp(log_softmax(scores(params, X)[1]), log_softmax(scores(params, flip(X))[1]))
+    return both - np.log(2)
+
+
+def flip_averaged_probabilities(params: Params, X: np.ndarray) -> np.ndarray:
+    """The mean of P(X) and P(X mirrored left to right): (n, k), for CIFAR rows X: (n, 3072)."""
+    return np.exp(flip_averaged_log_probabilities(params, X))
+
+
+def evaluate(
+    params: Params, X: np.ndarray, y: np.ndarray, lam: float, chunk: int = 5000, tta_flip: bool = False
+) -> dict:
+    """Loss, cost and accuracy in one forward pass over X, chunk rows at a time (bounded memory).
+
+    tta_flip: classify by the mean probabilities of each image and its mirror image (CIFAR rows).
+    """
     total, correct = 0.0, 0
     for i in range(0, len(y), chunk):
-        ce, ok = loss_from_scores(scores(params, X[i : i + chunk])[1], y[i : i + chunk])
+        Xc, yc = X[i : i + chunk], y[i : i + chunk]
+        if tta_flip:
+            L = flip_averaged_log_probabilities(params, Xc)
+            ce, ok = -float(L[np.arange(len(yc)), yc].sum(dtype=np.float64)), int((L.argmax(axis=1) == yc).sum())
+        else:
+            ce, ok = loss_from_scores(scores(params, Xc)[1], yc)
         total += ce
         correct += ok
     mean_loss = total / len(y)
@@ -101,14 +148,14 @@ def evaluate(params: Params, X: np.ndarray, y: np.ndarray, lam: float, chunk: in
 
 
 def gradients(
-    params: Params, X: np.ndarray, y: np.ndarray, lam: float, out: Params | None = None
+    params: Params, X: np.ndarray, y: np.ndarray, lam: float, out: Params | None = None, mask: np.ndarray | None = None
 ) -> tuple[Params, np.ndarray]:
     """Gradients of the cost on the batch (X: (B, d), y: (B,)), as the report derives them.
 
-    Returns the gradients (written into `out` when given, so a training loop allocates nothing)
-    and P: (B, k), whose row maxima let the caller detect divergence cheaply.
+    mask: (B, m) ≥ 0, a fixed dropout mask that multiplies the hidden activations, or None.
+    Returns the gradients (written into `out` when given) and P: (B, k).
     """
-    H, P = forward(params, X)
+    H, P = forward(params, X, mask)
     G = P.copy()
     G[np.arange(len(y)), y] -= 1  # G = P - Y without forming the one-hot Y
     G /= len(y)
@@ -116,6 +163,8 @@ def gradients(
     np.matmul(G.T, H, out=g.W2)
     G.sum(axis=0, out=g.b2)
     GH = G @ params.W2
+    if mask is not None:
+        GH *= mask
     np.multiply(GH, H > 0, out=GH)  # ReLU's derivative; a boolean-mask assignment is 4-10x slower
     np.matmul(GH.T, X, out=g.W1)
     GH.sum(axis=0, out=g.b1)

@@ -7,12 +7,15 @@ passes in (the pipeline uses it to log to MLflow, report to Optuna and prune).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.network import Params, evaluate, gradients, init_params
+from model.augment import Augmenter
+from model.augment import D as IMAGE_SIZE
+from model.network import Params, evaluate, init_params
 from model.schedule import cyclic_eta
+from model.step import Step
 
 N_CLASSES = 10
 
@@ -40,11 +43,23 @@ class TrainSettings:
     checkpoints_per_cycle: int = 10
     seed: int = 0
     eval_chunk: int = 5000
+    train_eval_size: int = 0  # train metrics on this many seeded training samples; 0 = all of them
+    # Options the search can use; all off by default, which trains exactly as without them.
+    augment: bool = False  # random horizontal flips and shifts of each batch (CIFAR rows only)
+    shift: int = 0  # with augment: largest shift in pixels on each axis, zero fill (0 = flips only)
+    dropout: float = 0.0  # probability of dropping a hidden unit in training (inverted dropout)
+    tta_flip: bool = False  # for the caller's final evaluation: evaluate(..., tta_flip=True)
 
     def __post_init__(self):
         for name in ("hidden", "batch_size", "n_s", "cycles", "checkpoints_per_cycle", "eval_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}")
+        if self.train_eval_size < 0:
+            raise ValueError(f"train_eval_size must be ≥ 0 (0 = the whole training set); got {self.train_eval_size}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if not 0 <= self.shift < 32:
+            raise ValueError(f"shift must be in 0..31 pixels; got {self.shift}")
         if self.lam < 0:
             raise ValueError(f"λ must be ≥ 0; got {self.lam}")
         if not 0 < self.eta_min <= self.eta_max:
@@ -59,9 +74,6 @@ class TrainSettings:
         n = self.checkpoints_per_cycle * self.cycles
         return sorted({max(1, round(i * self.total_steps / n)) for i in range(1, n + 1)})
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost", "val_accuracy", "eta")
 
@@ -71,14 +83,26 @@ class TrainResult:
     params: Params
     history: dict[str, list] = field(default_factory=lambda: {"step": [], **{k: [] for k in METRICS}})
 
-    def best(self, key: str = "val_accuracy") -> float:
-        return max(self.history[key])
-
     def final(self, key: str = "val_accuracy") -> float:
         return self.history[key][-1]
 
 
 Checkpoint = Callable[[int, dict], None]
+
+# Generators for the options, derived from the seed but independent of the training stream
+# (default_rng(seed) itself), so turning an option on or off leaves the training draws unchanged.
+STREAMS = {"train_eval": 1, "augment": 2, "dropout": 3}
+
+
+def stream(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, STREAMS[name]])
+
+
+def train_eval_rows(n: int, s: TrainSettings) -> np.ndarray | None:
+    """Sorted indices of the fixed training subset the checkpoints evaluate; None = all n rows."""
+    if s.train_eval_size == 0 or s.train_eval_size >= n:
+        return None
+    return np.sort(stream(s.seed, "train_eval").choice(n, s.train_eval_size, replace=False))
 
 
 def checkpoint_metrics(params: Params, train_set, val_set, s: TrainSettings, step: int) -> dict:
@@ -110,47 +134,50 @@ def train(
     X: (n, d) float32 C-contiguous, y: (n,) int labels; X_val, y_val likewise. At each checkpoint
     step, train and validation loss/cost/accuracy and η are appended to the history and passed to
     on_checkpoint(step, metrics); an exception raised there stops training and propagates.
-    Raises DivergedError when the cost stops being finite.
+    Train metrics cover the whole of X, or train_eval_size rows of it; validation all of X_val.
+    With augment (CIFAR rows only) each batch is flipped and shifted at random; with dropout the
+    hidden layer is masked in training only. Raises DivergedError when the cost stops being finite.
     """
     s = settings
     n, d = X.shape
     if s.batch_size > n:
         raise ValueError(f"batch_size {s.batch_size} is larger than the training set ({n} samples)")
+    if s.augment and d != IMAGE_SIZE:
+        raise ValueError(f"augment needs CIFAR rows of {IMAGE_SIZE} values (3 × 32 × 32); got {d}")
     rng = np.random.default_rng(s.seed)
     params = init_params(d, s.hidden, N_CLASSES, rng, dtype=X.dtype)
     # Column-major W1 makes W1.T a row-major (d, m) matrix: both big GEMMs of a step (X @ W1.T and
-    # GH.T @ X into dW1) run 10-25 % faster in OpenBLAS. Same values; grads inherit the layout.
+    # GH.T @ X into dW1) run 10-25 % faster in OpenBLAS. Same values; the step's dW1 inherits it.
     params.W1 = np.asfortranarray(params.W1)
-    grads = params.empty_like()
+    step = Step(params, s.batch_size, s.dropout, stream(s.seed, "dropout") if s.dropout else None)
+    augment = Augmenter(s.batch_size, s.shift, X.dtype) if s.augment else None
+    augment_rng = stream(s.seed, "augment") if s.augment else None
     result = TrainResult(params)
     # Gathering each batch into one small buffer avoids copying the whole set every epoch.
     Xb = np.empty((s.batch_size, d), dtype=X.dtype)
     yb = np.empty(s.batch_size, dtype=np.intp)
-    checkpoints = set(s.checkpoint_steps())
     order = batches(n, s.batch_size, rng)
-    pairs = list(zip(params.items(), grads.items(), strict=True))
-    for t in range(s.total_steps):
-        idx = next(order)
-        np.take(X, idx, axis=0, out=Xb, mode="clip")  # 'clip' avoids a full-size temporary
-        np.take(y, idx, out=yb, mode="clip")
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected just below
-            _, P = gradients(params, Xb, yb, s.lam, out=grads)
-        if not np.isfinite(P[:, 0]).all():
-            raise DivergedError(t, "non-finite class probabilities")
-        eta = cyclic_eta(t, s.eta_min, s.eta_max, s.n_s)
-        for (_, p), (_, g) in pairs:
-            g *= eta
-            p -= g
-        step = t + 1
-        if step in checkpoints:
-            with np.errstate(over="ignore", invalid="ignore"):
-                metrics = checkpoint_metrics(params, (X, y), (X_val, y_val), s, step)
-            if not (np.isfinite(metrics["train_cost"]) and np.isfinite(metrics["val_cost"])):
-                raise DivergedError(step)
-            result.history["step"].append(step)
-            for k in METRICS:
-                result.history[k].append(metrics[k])
-            if on_checkpoint is not None:
-                on_checkpoint(step, metrics)
+    rows = train_eval_rows(n, s)
+    # One copy of the subset per training (train_eval_size × 12 KB) rather than a gather per checkpoint.
+    train_eval = (X, y) if rows is None else (X[rows], y[rows])
+    start = 0
+    for stop in s.checkpoint_steps():
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected by the step
+            for t in range(start, stop):
+                idx = next(order)
+                np.take(X, idx, axis=0, out=Xb, mode="clip")  # 'clip' avoids a full-size temporary
+                np.take(y, idx, out=yb, mode="clip")
+                Xt = Xb if augment is None else augment(Xb, augment_rng)
+                if not step(params, Xt, yb, cyclic_eta(t, s.eta_min, s.eta_max, s.n_s), s.lam):
+                    raise DivergedError(t, "non-finite class probabilities")
+            start = stop
+            metrics = checkpoint_metrics(params, train_eval, (X_val, y_val), s, stop)
+        if not (np.isfinite(metrics["train_cost"]) and np.isfinite(metrics["val_cost"])):
+            raise DivergedError(stop)
+        result.history["step"].append(stop)
+        for k in METRICS:
+            result.history[k].append(metrics[k])
+        if on_checkpoint is not None:
+            on_checkpoint(stop, metrics)
     params.W1 = np.ascontiguousarray(params.W1)  # callers get the usual row-major layout back
     return result

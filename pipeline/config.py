@@ -45,6 +45,7 @@ class DataSection:
 @dataclass(frozen=True)
 class ModelSection:
     hidden: int = 50
+    dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class TrainSection:
     checkpoints_per_cycle: int = 10
     seed: int = 0
     lam: float = field(default=0.01, metadata={"key": "lambda"})
+    train_eval_size: int = 0
+    augment: bool = False
+    shift: int = 0
+    tta_flip: bool = False
 
 
 @dataclass(frozen=True)

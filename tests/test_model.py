@@ -39,8 +39,8 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     params = network.init_params(6, 4, 10, rng, dtype=np.float64)
     real = network.gradients
 
-    def off_by_lambda(p, X, y, lam, out=None):
-        g, P = real(p, X, y, 0.0, out)  # forgets the regulariser
+    def off_by_lambda(p, X, y, lam, out=None, mask=None):
+        g, P = real(p, X, y, 0.0, out, mask)  # forgets the regulariser
         return g, P
 
     monkeypatch.setattr(gradcheck, "gradients", off_by_lambda)
@@ -48,10 +48,10 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     assert table["W1"]["max_rel"] > 1e-3 and table["b1"]["max_rel"] < 1e-6
 
 
-def test_gradcheck_on_first_k_samples_and_d_dims():
+def test_gradcheck_on_first_n_samples_and_d_dims():
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((50, 100)), rng.integers(0, 10, 50)
-    table = gradcheck.check(X, y, hidden=5, lam=0.01, k=3, dims=7)
+    table = gradcheck.check(X, y, hidden=5, lam=0.01, n=3, dims=7)
     assert all(row["max_rel"] < 1e-6 for row in table.values())
 
 
@@ -80,13 +80,33 @@ def test_loss_cost_accuracy_by_hand():
 
 
 def test_a_single_step_by_hand():
-    """One sample, a zero network: P is uniform, so only b2 moves, by η(P − Y)."""
-    params = network.Params(np.zeros((3, 4)), np.zeros(3), np.zeros((10, 3)), np.zeros(10))
-    g, P = network.gradients(params, np.ones((1, 4)), np.array([2]), lam=0.1)
-    expected = np.full(10, 0.1)
-    expected[2] -= 1
-    assert_allclose(g.b2, expected)
-    assert not g.W1.any() and not g.W2.any() and not g.b1.any()
+    """One sample through a 2 -> 3 -> 3 network with non-zero weights and λ > 0, by the report's formulas.
+
+    Hidden unit 1 is inactive (W1 x + b1 < 0), so its ReLU mask matters; every weight is non-zero, so
+    a wrong weight-decay term (λW instead of 2λW, or none) changes the step.
+    """
+    from model.step import Step
+
+    x, label, lam, eta = np.array([1.0, 2.0]), 2, 0.1, 0.5
+    W1 = np.array([[0.5, -0.25], [-1.0, 0.25], [0.75, 0.5]])
+    b1 = np.array([0.1, 0.0, -0.2])
+    W2 = np.array([[1.0, -0.5, 0.25], [-0.75, 0.5, 1.0], [0.5, 0.25, -1.0]])
+    b2 = np.array([0.0, 0.1, -0.1])
+    h = np.maximum(W1 @ x + b1, 0)  # [0.1, 0, 1.55]: unit 1 is off
+    assert h[1] == 0 and h[0] > 0 and h[2] > 0
+    p = np.exp(W2 @ h + b2) / np.exp(W2 @ h + b2).sum()
+    g = p - np.eye(3)[label]
+    gh = (W2.T @ g) * (h > 0)
+    expected = {"W1": W1 - eta * (np.outer(gh, x) + 2 * lam * W1), "b1": b1 - eta * gh,
+                "W2": W2 - eta * (np.outer(g, h) + 2 * lam * W2), "b2": b2 - eta * g}  # fmt: skip
+
+    params = network.Params(W1.copy(), b1.copy(), W2.copy(), b2.copy())
+    grads, _ = network.gradients(params, x[None], np.array([label]), lam)
+    for (name, p0), (_, dp) in zip(params.items(), grads.items(), strict=True):
+        assert_allclose(p0 - eta * dp, expected[name], rtol=1e-12, err_msg=name)
+    Step(params, 1)(params, x[None], np.array([label]), eta, lam)
+    for name, p1 in params.items():
+        assert_allclose(p1, expected[name], rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 @pytest.mark.parametrize(
@@ -140,10 +160,12 @@ def test_training_in_float32_stays_float32():
 
 
 def test_divergence_raises_with_the_step():
+    """Each update multiplies the weights by about 1 − 2ηλ = −2·10⁴, so the scores of the update
+    numbered 4 (counting from 0) overflow float32: the error names that step, not a checkpoint's."""
     X, y = blobs()
-    with pytest.raises(DivergedError, match=r"diverged at step \d+") as e:
+    with pytest.raises(DivergedError, match=r"diverged at step 4: non-finite class probabilities") as e:
         train(X * 1e4, y, X, y, TrainSettings(lam=1e3, **(SMALL | {"eta_min": 10.0, "eta_max": 100.0})))
-    assert e.value.step <= 120
+    assert e.value.step == 4
 
 
 def test_callback_exception_stops_training():
@@ -183,3 +205,92 @@ def test_model_package_is_pure():
             assert not {n.split(".")[0] for n in names} & banned, (path.name, names)
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 raise AssertionError(f"{path.name} prints")
+
+
+def test_fused_step_equals_gradients_and_sgd():
+    """model.step.Step (the training loop's step) makes the same update as gradients() + plain SGD."""
+    from model.step import Step
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((32, 40)).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    params = network.init_params(40, 12, 10, rng)
+    params.b1[:] = rng.standard_normal(12) * 0.1
+    params.b2[:] = rng.standard_normal(10) * 0.1
+    eta, lam = 0.05, 0.02
+    g, _ = network.gradients(params, X, y, lam)
+    expected = {name: p - eta * dp for (name, p), (_, dp) in zip(params.items(), g.items(), strict=True)}
+    fused = network.Params(np.asfortranarray(params.W1), *(a.copy() for _, a in list(params.items())[1:]))
+    assert Step(fused, 32)(fused, X, y, eta, lam)
+    for name, p in fused.items():
+        assert_allclose(p, expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        assert not np.array_equal(p, getattr(params, name)), name  # every parameter moved
+
+
+def test_fused_step_reports_non_finite_probabilities():
+    from model.step import Step
+
+    params = network.init_params(4, 3, 10, np.random.default_rng(0))
+    X = np.full((2, 4), np.inf, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert not Step(params, 2)(params, X, np.array([1, 2]), 0.1, 0.0)
+
+
+def test_train_metrics_on_a_seeded_subset():
+    """train_eval_size picks a fixed subset from the seed, leaves training bit-identical; 0 = all rows."""
+    from model.train import train_eval_rows
+
+    X, y = blobs()
+    rows = train_eval_rows(600, TrainSettings(train_eval_size=100, seed=3))
+    assert len(rows) == len(set(rows)) == 100 and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, train_eval_rows(600, TrainSettings(train_eval_size=100, seed=3)))
+    assert not np.array_equal(rows, train_eval_rows(600, TrainSettings(train_eval_size=100, seed=4)))
+    assert train_eval_rows(600, TrainSettings(train_eval_size=0)) is None
+    assert train_eval_rows(600, TrainSettings(train_eval_size=600)) is None
+
+    full = train(X, y, X[:50], y[:50], TrainSettings(**SMALL, seed=3))
+    sub = train(X, y, X[:50], y[:50], TrainSettings(**SMALL, seed=3, train_eval_size=100))
+    for (_, a), (_, b) in zip(full.params.items(), sub.params.items(), strict=True):
+        assert np.array_equal(a, b)
+    assert full.history["val_loss"] == sub.history["val_loss"]  # validation always uses the full set
+    assert full.history["train_loss"] != sub.history["train_loss"]
+    expected = network.evaluate(full.params, X[rows], y[rows], TrainSettings().lam)
+    assert sub.history["train_loss"][-1] == pytest.approx(expected["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="train_eval_size"):
+        TrainSettings(train_eval_size=-1)
+
+
+# sha256 of the weight bytes of the run below, recorded with the fused step before the training
+# options (augment, shift, dropout, tta_flip) existed. The rounding of a GEMM depends on the BLAS
+# kernel, so bit identity is checked against the kernel the hash was recorded with.
+GOLDEN_SHA256 = {
+    "SkylakeX": "b0ae7a57a3ca63db4cf8eb1c53ffa410b922e07ce6b5998bf713839ad4cece1f",
+    "Haswell": "4150f1863298481d942fd3f572f52363ff5b775b8089a9537836899dcd4ffd0e",
+}
+
+
+def test_options_off_train_bit_identically_to_before_they_existed():
+    """Guards the exercises and the report's pipeline: with every option at its default, training
+    draws the same random numbers and does the same arithmetic as before the options were added,
+    so the exercise configs still give the same weights. Any extra draw from the training stream
+    changes the batches and moves the weights far beyond the tolerance; on a known BLAS kernel any
+    change of arithmetic at all fails the hash."""
+    import hashlib
+
+    X, y = blobs()
+    params = train(X[:500], y[:500], X[500:], y[500:], TrainSettings(**SMALL, lam=1e-3, seed=5)).params
+    golden = np.load(Path(__file__).with_name("golden_train.npz"))
+    for name, p in params.items():
+        assert_allclose(p, golden[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    if blas_kernel() in GOLDEN_SHA256:
+        digest = hashlib.sha256(b"".join(p.tobytes() for _, p in params.items())).hexdigest()
+        assert digest == GOLDEN_SHA256[blas_kernel()]
+
+
+def blas_kernel() -> str | None:
+    """OpenBLAS's kernel name (threadpoolctl comes with scikit-learn, an MLflow dependency)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return next((i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas"), None)

@@ -84,7 +84,7 @@ def gradcheck(
         from model import gradcheck as gc
 
         data = s.dataset("exercise", 10000)  # the report checks on the first samples of data_batch_1
-        table = gc.check(data.X_train, data.y_train, hidden=hidden, lam=lam, k=samples, dims=dims)
+        table = gc.check(data.X_train, data.y_train, hidden=hidden, lam=lam, n=samples, dims=dims)
         typer.echo(f"gradient check: first {samples} samples, {dims or data.X_train.shape[1]} dims, "
                    f"m = {hidden}, λ = {lam}, float64")
         typer.echo(f"{'param':<6}{'mean abs err':>14}{'max abs err':>14}{'max rel err':>14}")
