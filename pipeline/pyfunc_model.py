@@ -16,17 +16,18 @@ class CifarMLP(PythonModel):
         with np.load(context.artifacts["weights"]) as w:
             self.params = Params(w["W1"], w["b1"], w["W2"], w["b2"])
             self.mean, self.std = w["mean"], w["std"]
+            self.tta_flip = bool(w["tta_flip"]) if "tta_flip" in w else False  # mirror-averaged, as it was tested
 
     def predict(self, context, model_input, params=None):
-        from model.network import forward
+        from model.network import flip_averaged_probabilities, forward
 
         X = np.asarray(model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input, np.float32)
         if X.ndim == 1:
             X = X[None, :]
         if X.ndim != 2 or X.shape[1] != self.mean.shape[0]:
             raise ValueError(f"expected (n, {self.mean.shape[0]}) pixel rows; got shape {X.shape}")
-        _, P = forward(self.params, (X - self.mean) / self.std)
-        return P
+        Xn = (X - self.mean) / self.std
+        return flip_averaged_probabilities(self.params, Xn) if self.tta_flip else forward(self.params, Xn)[1]
 
 
 set_model(CifarMLP())

@@ -21,11 +21,12 @@ from pipeline.names import MODEL_ALIAS, MODEL_NAME, MODEL_URI
 from pipeline.urls import check_reachable, redact, redact_text, sqlite_path
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-NETWORK = Path(__file__).resolve().parents[1] / "model" / "network.py"
+MODEL = Path(__file__).resolve().parents[1] / "model"
+SHIPPED = ("network.py", "augment.py")  # the forward pass and the mirror image test-time averaging needs
 ARTIFACT = "model"
 
 
-def register(tracker, run_id: str, params: Params, data, classes, description: str) -> str:
+def register(tracker, run_id: str, params: Params, data, classes, description: str, tta_flip: bool = False) -> str:
     """Log the pyfunc model on the run, register it and move the champion alias to the new version."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -39,11 +40,13 @@ def register(tracker, run_id: str, params: Params, data, classes, description: s
     client = tracker.client
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
-        np.savez(weights, **dict(params.items()), mean=data.mean, std=data.std, classes=np.array(classes))
+        np.savez(weights, **dict(params.items()), mean=data.mean, std=data.std, classes=np.array(classes),
+                 tta_flip=np.array(tta_flip))
         code = Path(tmp) / "code" / "model"  # importable as model.network, like in this repository
         code.mkdir(parents=True)
         (code / "__init__.py").write_text("")
-        shutil.copy(NETWORK, code / "network.py")
+        for name in SHIPPED:
+            shutil.copy(MODEL / name, code / name)
         saved = Path(tmp) / ARTIFACT
         with without_type_hint_nag():
             mlflow.pyfunc.save_model(

@@ -48,12 +48,15 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
     try:
         with run:
             result = train(data.X_train, data.y_train, data.X_val, data.y_val, settings, run.checkpoint)
-            test = evaluate(result.params, data.X_test, data.y_test, lam)
+            test = evaluate(result.params, data.X_test, data.y_test, lam, tta_flip=settings.tta_flip)
             run.log_final({f"test_{k}": v for k, v in test.items()})
+            if settings.tta_flip:  # the setting's worth, measured: the same model without the mirror average
+                plain = evaluate(result.params, data.X_test, data.y_test, lam)
+                run.log_final({"test_accuracy_without_tta": plain["accuracy"]})
             version = None
             if register:
                 version = registry.register(session.tracker, run.run_id, result.params, data, CLASSES,
-                                            f"{name} run {run.run_id}")
+                                            f"{name} run {run.run_id}", settings.tta_flip)
                 session.tracker.set_tags(run.run_id, {"model_version": version})
     except DivergedError as e:
         raise UserError(f"{name}: {e}") from None
