@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: pipeline test test-fast ui dashboard bench clean
+.PHONY: pipeline test test-fast ui dashboard screenshots bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-fast: $(BIN)/.installed
 ## The MLflow UI on the project's tracking store, at http://127.0.0.1:5000
 ui: $(BIN)/.installed
 	$(BIN)/hpsearch ui
+
+## The README's MLflow UI pictures (docs/mlflow-*.png) from this folder's store, after `make pipeline`
+screenshots: $(BIN)/.installed
+	PYTHONPATH=. $(BIN)/python docs/screenshots.py . --out docs
 
 ## optuna-dashboard on the Optuna studies, at http://127.0.0.1:8080
 dashboard: $(BIN)/.installed
