@@ -41,4 +41,5 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_overhead.py
 
 clean:
-	rm -rf mlruns studies/optuna.journal* .pytest_cache
+	find mlruns -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +
+	rm -rf studies/optuna.journal* .pytest_cache
