@@ -19,11 +19,19 @@ from tests.servers import free_port
 pytestmark = pytest.mark.slow
 
 
+def need_browser() -> None:
+    if why := browser.missing():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the browser test: {why}")
+        pytest.skip(why)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, cifar_dir):
     """A project folder whose store holds a tiny coarse, fine and final run."""
     from tests.conftest import project_folder
 
+    need_browser()  # before the slow part
     with project_folder(tmp_path_factory.mktemp("browser"), cifar_dir) as folder:
         for args in (("search", "coarse", "--n-trials", "3"), ("search", "fine", "--n-trials", "3"), ("train-final",)):
             hpsearch(*args)
@@ -33,10 +41,7 @@ def store(tmp_path_factory, cifar_dir):
 @pytest.fixture
 def page(tmp_path, request):
     """A chromium page; saves a screenshot (path printed) when the test fails."""
-    if why := browser.missing():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs the browser test: {why}")
-        pytest.skip(why)
+    need_browser()
     with browser.chromium() as p:
         yield p
         if getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed:

@@ -145,14 +145,19 @@ def test_a_taken_port_is_one_line(project):
 
 
 @pytest.mark.slow
-def test_an_http_tracking_server_is_the_ui_already(project):
-    """The links point at the tracking server; nothing local starts or is created."""
+def test_an_http_tracking_server_is_the_ui_already(project, monkeypatch):
+    """The links point at the tracking server, --open opens the first; nothing local starts or is created."""
+    import webbrowser
+
     from tests.servers import mlflow_server
 
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url))
     with mlflow_server(project / "server") as server:
         hpsearch("--tracking-uri", server.url, "search", "coarse", "--n-trials", "2")
-        result = runner.invoke(app, ["--tracking-uri", server.url, "ui", "--port", "5999"])
+        result = runner.invoke(app, ["--tracking-uri", server.url, "ui", "--port", "5999", "--open"])
     assert result.exit_code == 0, result.output
+    assert opened == [result.stdout.splitlines()[0].removeprefix("MLflow UI: ")]
     lines = result.stdout.splitlines()
     runs = f"{server.url}/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey="
     assert lines[:2] == [f"MLflow UI: {runs}hpsearch-stages", f"  trials by val acc: {runs}hpsearch-ranked"]
