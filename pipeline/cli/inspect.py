@@ -67,8 +67,8 @@ def predict(
 def ui(ctx: typer.Context, port: PortOpt = UI_PORT, open_: OpenOpt = False) -> None:
     """The MLflow UI on the project's tracking store at http://127.0.0.1:PORT, until Ctrl-C.
 
-    Prints the experiment's runs view (sorted by best validation accuracy, λ shown) and the compare pages of
-    the latest coarse and fine trials.
+    Prints the experiment's runs view (stage runs with their best λ and validation accuracy, trials nested
+    under them), the trials ranked by accuracy, and the compare pages of the latest coarse and fine trials.
 
     Example: hpsearch ui --open
     """
