@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: pipeline test test-fast ui dashboard bench clean
+.PHONY: pipeline test test-fast ui dashboard screenshots bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-fast: $(BIN)/.installed
 ui: $(BIN)/.installed
 	$(BIN)/hpsearch ui
 
+## The README's MLflow UI pictures (docs/mlflow-*.png) from this folder's store, after `make pipeline`
+screenshots: $(BIN)/.installed
+	PYTHONPATH=. $(BIN)/python docs/screenshots.py . --out docs
+
 ## optuna-dashboard on the Optuna studies, at http://127.0.0.1:8080
 dashboard: $(BIN)/.installed
 	$(BIN)/optuna-dashboard studies/optuna.journal --host 127.0.0.1 --port 8080
@@ -37,4 +41,5 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_overhead.py
 
 clean:
-	rm -rf mlruns studies/optuna.journal* .pytest_cache
+	find mlruns -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +
+	rm -rf studies/optuna.journal* .pytest_cache

@@ -70,7 +70,8 @@ def figure(rows, path: Path) -> None:
     best = max(rows, key=lambda r: r[1])
     ax.axhspan(100 * best[1] - 0.5, 100 * best[1], color="tab:green", alpha=0.1, label="within 0.5 points of the best")
     ax.set_xscale("log")
-    ax.set(xlabel="λ", ylabel="test accuracy (%)", title="Final budget (49k / 1k, n_s 1960, 3 cycles): test accuracy by λ")
+    ax.set(xlabel="λ", ylabel="test accuracy (%)",
+           title="Final budget (49k / 1k, n_s 1960, 3 cycles): test accuracy by λ")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=90)

@@ -9,6 +9,7 @@ from __future__ import annotations
 DEFAULT_STORAGE = "studies/optuna.journal"  # a journal file: safe for parallel processes on one machine
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLflow 3.13+ refuses the plain file store
 DEFAULT_EXPERIMENT = "cifar10-lambda"
+UI_PORT = 5000  # `hpsearch ui` and the links that `hpsearch compare` prints
 
 MODEL_NAME = "cifar10-mlp"
 MODEL_ALIAS = "champion"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import LAMBDA, SEARCH_STAGES
+from pipeline.names import LAMBDA, RUN_ATTR, SEARCH_STAGES
 from pipeline.workers import FINISHED
 
 
@@ -119,3 +119,20 @@ def trial_table(study: optuna.Study):
         })
     extra = sorted({k for row in rows for k in row} - set(TABLE_COLUMNS))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS[:2] + extra + TABLE_COLUMNS[2:])
+
+
+def stage_tables(session, stages=SEARCH_STAGES) -> dict:
+    """The trial table of each named stage that has a study."""
+    return {stage: trial_table(st) for stage in stages if (st := session.load_study(stage)) is not None}
+
+
+def report_json(session, tables: dict) -> dict:
+    """`report --json`: each stage's trial rows, and the trial to promote."""
+    import json
+
+    best = best_trial(session)
+    best_d = None if best is None else {
+        "stage": best.user_attrs.get("stage", "?"), "trial": best.number,
+        "lambda": best.params[LAMBDA], "val_accuracy": best.value, "mlflow_run_id": best.user_attrs.get(RUN_ATTR),
+    }
+    return {"stages": {stage: json.loads(t.to_json(orient="records")) for stage, t in tables.items()}, "best": best_d}

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import plots
+from pipeline import links, plots
 from pipeline.errors import UserError
 from pipeline.names import TAG_PREFIX
 from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
@@ -82,21 +82,24 @@ class Tracker:
         return file_lock(self.lock_path) if self.lock_path is not None else contextlib.nullcontext()
 
     def _experiment(self, name: str) -> str:
+        """The experiment's id, created when missing, with the tags the MLflow UI opens its runs view from."""
         from mlflow.exceptions import MlflowException
 
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                raise UserError(f"experiment {name!r} is deleted in {redact(self.uri)}; restore it or pick "
-                                "--experiment")
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(name, artifact_location=self.artifact_root)
-        except MlflowException:  # another worker created it first
+        if found is None:
+            try:
+                self.client.create_experiment(name, artifact_location=self.artifact_root)
+            except MlflowException:  # another worker created it first
+                pass
             found = self.client.get_experiment_by_name(name)
             if found is None:
-                raise
-            return found.experiment_id
+                raise UserError(f"experiment {name!r} could not be created in {redact(self.uri)}")
+        if found.lifecycle_stage == "deleted":
+            raise UserError(f"experiment {name!r} is deleted in {redact(self.uri)}; restore it or pick --experiment")
+        for key, value in links.experiment_tags(found.creation_time).items():
+            if found.tags.get(key) != value:
+                self.client.set_experiment_tag(found.experiment_id, key, value)
+        return found.experiment_id
 
     # ---- runs -------------------------------------------------------------------------------
     def find_runs(self, **tags) -> list:

@@ -70,3 +70,11 @@ def hpsearch(*args: str, code: int = 0):
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (rep_setup, rep_call): fixtures look at it in teardown."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -163,3 +163,134 @@ def test_report_lists_each_stage_and_the_best_trial(searched):
     values = [r["final_val_accuracy"] for rows in doc["stages"].values() for r in rows if r["state"] == "COMPLETE"]
     assert doc["best"]["val_accuracy"] == pytest.approx(max(values))
     assert doc["best"]["stage"] in ("coarse", "fine") and doc["best"]["mlflow_run_id"]
+
+
+# ---- runs that compare well, and the links to compare them ----------------------------------------------
+def test_runs_carry_what_the_compare_view_plots(searched):
+    _, client, _ = searched
+    exp = client.get_experiment_by_name("cifar10-lambda")
+    for stage in ("coarse", "fine"):
+        assert study(stage).metric_names == ["val_accuracy"]
+        parent = runs(client, f"tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = '{stage}'")[0]
+        m = parent.data.metrics
+        assert {"best_val_accuracy", "median_val_accuracy", "best_lambda", "n_trials", "wall_time_s"} <= set(m)
+        best = study(stage).best_trial
+        assert m["best_val_accuracy"] == pytest.approx(best.value)
+        assert m["best_lambda"] == pytest.approx(best.params["lambda"]) and m["n_trials"] == 3
+    for run in client.search_runs([exp.experiment_id]):
+        note = run.data.tags["mlflow.note.content"]
+        assert note and "\n" not in note, run.info.run_name
+        if run.data.tags["hpsearch.role"] in ("trial", "final"):
+            p = run.data.params
+            assert float(p["log10_lambda"]) == pytest.approx(math.log10(float(p["lambda"])))
+
+
+def test_the_experiment_opens_on_its_runs_in_a_saved_view(searched):
+    import json
+
+
+    _, client, _ = searched
+    tags = client.get_experiment_by_name("cifar10-lambda").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    views = {key.removeprefix("mlflow.sharedViewState."): json.loads(value) for key, value in tags.items()
+             if key.startswith("mlflow.sharedViewState.")}
+    assert set(views) == {"hpsearch-stages", "hpsearch-ranked"}
+    stages, ranked = (json.loads(views[k]["state"]) for k in ("hpsearch-stages", "hpsearch-ranked"))
+    assert stages["orderByKey"] == "attributes.start_time", "the UI nests trials only in start-time order"
+    assert ranked["orderByKey"] == "metrics.`best_val_accuracy`" and ranked["orderByAsc"] is False
+    assert {"params.`lambda`", "metrics.`best_val_accuracy`"} <= set(stages["selectedColumns"])
+    assert "params.`log10_lambda`" in ranked["selectedColumns"]
+    assert isinstance(views["hpsearch-stages"]["createdAt"], int)
+
+
+def decode_compare(url: str) -> tuple[str, list[str], list[str]]:
+    """(base, run ids, experiment ids) of a compare URL, as MLflow's compare page parses it."""
+    import json
+    from urllib.parse import parse_qsl, unquote
+
+    base, _, query = url.partition("/#/compare-runs?")
+    pairs = parse_qsl(query)
+    assert pairs[0][0] == "runs", "the compare page reads the key '?runs': runs must come first"
+    q = dict(pairs)
+    assert q["workflowType"] == "machine_learning"
+    return base, json.loads(unquote(q["runs"])), json.loads(unquote(q["experiments"]))
+
+
+def trial_run_ids(stage: str) -> list[str]:
+    return [t.user_attrs["mlflow_run_id"] for t in sorted(study(stage).get_trials(), key=lambda t: t.number)]
+
+
+def test_compare_prints_the_compare_page_of_a_stages_trials(searched):
+    folder, client, _ = searched
+    exp_id = client.get_experiment_by_name("cifar10-lambda").experiment_id
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        coarse = hpsearch("compare", "coarse").stdout
+        both = hpsearch("compare", "coarse", "fine", "--port", "5123").stdout
+        final = hpsearch("compare", "final").stdout
+    assert len(coarse.splitlines()) == 1
+    assert decode_compare(coarse.strip()) == ("http://127.0.0.1:5000", trial_run_ids("coarse"), [exp_id])
+    assert decode_compare(both.strip()) == ("http://127.0.0.1:5123", trial_run_ids("coarse") + trial_run_ids("fine"),
+                                            [exp_id])
+    (final_run,) = runs(client, "tags.`hpsearch.role` = 'final'")
+    assert decode_compare(final.strip())[1] == [final_run.info.run_id]
+
+
+def test_compare_json_is_the_report_plus_the_url(searched):
+    import json
+
+    folder, _, _ = searched
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        report = json.loads(hpsearch("report", "--json").stdout)
+        doc = json.loads(hpsearch("compare", "coarse", "--json").stdout)
+        final = json.loads(hpsearch("compare", "final", "--json").stdout)
+    assert doc["stages"] == {"coarse": report["stages"]["coarse"]} and doc["best"] == report["best"]
+    assert doc["run_ids"] == trial_run_ids("coarse") and decode_compare(doc["url"])[1] == doc["run_ids"]
+    assert final["stages"] == {} and len(final["run_ids"]) == 1, "the final stage has runs but no study"
+
+
+def test_compare_opens_the_browser_with_open(searched, monkeypatch):
+    import webbrowser
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url))
+    monkeypatch.chdir(searched[0])
+    out = hpsearch("compare", "fine", "--open").stdout
+    assert opened == [out.strip()] and decode_compare(opened[0])[1] == trial_run_ids("fine")
+
+
+def test_compare_finds_stages_by_tags_in_the_sessions_experiment_only(searched, monkeypatch):
+    """A stage with no study (confirm) is found by its runs' tags; another experiment's runs never mix in."""
+    from pipeline.tracking import Tracker
+
+    folder, client, _ = searched
+    monkeypatch.chdir(folder)
+    other = Tracker(f"sqlite:///{folder}/mlruns/mlflow.db", "other-experiment")
+    made = {}
+    for stage in ("confirm", "coarse"):
+        parent = other.create_run(stage, {"study": f"other-experiment-{stage}", "role": "stage", "stage": stage})
+        made[stage] = [other.create_run(f"{stage}-{i}", {"stage": stage, "trial": i, "role": "trial"}, parent)
+                       for i in range(2)]
+    result = hpsearch("compare", "confirm", code=1)
+    assert result.stdout == "" and result.stderr.splitlines() == [
+        f"error: no runs of stage 'confirm' in experiment 'cifar10-lambda' of sqlite:///{folder}/mlruns/mlflow.db; "
+        "run that stage first (`hpsearch pipeline` runs coarse, fine and final)"]
+    confirm = hpsearch("--experiment", "other-experiment", "compare", "confirm").stdout
+    assert decode_compare(confirm.strip())[1:] == (made["confirm"], [other.experiment_id])
+    assert decode_compare(hpsearch("compare", "coarse").stdout.strip())[1] == trial_run_ids("coarse")
+
+
+def test_ui_links_are_the_runs_view_and_each_search_stages_compare_page(searched):
+    from pipeline.session import Session, Stores
+    from pipeline.ui import links_of
+
+    folder, client, _ = searched
+    exp_id = client.get_experiment_by_name("cifar10-lambda").experiment_id
+    session = Session(Stores(storage_url=f"{folder}/{STORAGE}", tracking_uri=f"sqlite:///{folder}/mlruns/mlflow.db"))
+    lines = links_of(session, "http://127.0.0.1:5000")
+    base = f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey="
+    assert lines[:2] == [f"MLflow UI: {base}hpsearch-stages", f"  trials by val acc: {base}hpsearch-ranked"]
+    assert [line.split()[:2] for line in lines[2:]] == [["compare", "coarse:"], ["compare", "fine:"]]
+    for line, stage in zip(lines[2:], ("coarse", "fine"), strict=True):
+        assert decode_compare(line.split()[-1])[1] == trial_run_ids(stage)

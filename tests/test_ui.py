@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
+import os
 import signal
 import socket
 import subprocess
@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from tests.conftest import hpsearch_env, write_fast_studies
+from tests.conftest import hpsearch, hpsearch_env, write_fast_studies
 
 runner = CliRunner()
 
@@ -69,9 +69,23 @@ def listening(port: int) -> list[str]:
     return found
 
 
+def process_group(pgid: int) -> dict[int, str]:
+    """pid → command line of every live process in a process group, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found[int(stat.parent.name)] = cmdline
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc to check sockets and processes")
-def test_ui_serves_on_localhost_and_ctrl_c_stops_everything(tmp_path):
+def test_ui_serves_on_localhost_lean_and_ctrl_c_stops_everything(tmp_path):
     write_fast_studies(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
@@ -84,9 +98,13 @@ def test_ui_serves_on_localhost_and_ctrl_c_stops_everything(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
-        while f"MLflow UI: {url}\n" not in lines and proc.poll() is None and time.monotonic() < deadline:
+        while not any("Ctrl-C to stop" in line for line in lines) and proc.poll() is None \
+                and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert f"MLflow UI: {url}\n" in lines, (lines, proc.poll())
+        runs = f"{url}/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey="
+        assert lines[:2] == [f"MLflow UI: {runs}hpsearch-stages\n", f"  trials by val acc: {runs}hpsearch-ranked\n"], \
+            (lines, proc.poll())
+        assert lines[2].startswith("  Ctrl-C to stop; server log "), "no stage has runs yet: no compare links"
         with urllib.request.urlopen(url + "/health", timeout=10) as r:
             assert r.status == 200
         with urllib.request.urlopen(url + "/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name="
@@ -94,8 +112,10 @@ def test_ui_serves_on_localhost_and_ctrl_c_stops_everything(tmp_path):
             assert r.status == 200, "the UI shows the project's store, with its experiment"
         addrs = listening(port)
         assert addrs and set(addrs) == {"0100007F"}, f"bound to {addrs}, expected 127.0.0.1 only"
-        server = descendants(proc.pid)
-        assert server, "the server runs as a child process"
+        (server,) = [pid for pid in descendants(proc.pid) if os.getpgid(pid) == pid]  # mlflow leads its own group
+        time.sleep(3)  # MLflow's job runner, when on, starts its consumers a moment after /health answers
+        group = process_group(server)
+        assert len(group) <= 2 and not [c for c in group.values() if "huey" in c or "job_runner" in c], group
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0, proc.stderr.read()
@@ -105,7 +125,7 @@ def test_ui_serves_on_localhost_and_ctrl_c_stops_everything(tmp_path):
             proc.kill()
             proc.wait()
     reader.join(5)
-    assert not [pid for pid in server if alive(pid)], "server processes left behind"
+    assert process_group(server) == {}, "server processes left behind"
     assert listening(port) == []
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -124,27 +144,24 @@ def test_a_taken_port_is_one_line(project):
     ]
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"OK")
+@pytest.mark.slow
+def test_an_http_tracking_server_is_the_ui_already(project, monkeypatch):
+    """The links point at the tracking server, --open opens the first; nothing local starts or is created."""
+    import webbrowser
 
-    def log_message(self, *args):
-        pass
+    from tests.servers import mlflow_server
 
-
-def test_an_http_tracking_server_is_the_ui_already(project):
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        uri = f"http://127.0.0.1:{server.server_port}"
-        result = runner.invoke(app, ["--tracking-uri", uri, "ui"])
-    finally:
-        server.shutdown()
-        server.server_close()
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url))
+    with mlflow_server(project / "server") as server:
+        hpsearch("--tracking-uri", server.url, "search", "coarse", "--n-trials", "2")
+        result = runner.invoke(app, ["--tracking-uri", server.url, "ui", "--port", "5999", "--open"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"MLflow UI: {uri}\n"
+    assert opened == [result.stdout.splitlines()[0].removeprefix("MLflow UI: ")]
+    lines = result.stdout.splitlines()
+    runs = f"{server.url}/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey="
+    assert lines[:2] == [f"MLflow UI: {runs}hpsearch-stages", f"  trials by val acc: {runs}hpsearch-ranked"]
+    assert len(lines) == 3 and lines[2].startswith(f"  compare coarse:    {server.url}/#/compare-runs?runs=[")
     assert not (project / "mlruns").exists(), "nothing started, nothing created"
 
 
@@ -154,3 +171,11 @@ def test_an_unreachable_http_tracking_server_is_one_line(project):
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1 and "unreachable" in result.stderr
 
+
+
+def test_a_tracking_servers_links_carry_no_credentials():
+    from pipeline.links import ui_base
+
+    assert ui_base("https://ann:s3cret@mlflow.example:8443/team/?token=abc", 5000) == "https://mlflow.example:8443/team"
+    assert ui_base("http://[::1]:5001", 5000) == "http://[::1]:5001"
+    assert ui_base("sqlite:////srv/mlruns/mlflow.db", 5123) == "http://127.0.0.1:5123"

@@ -40,6 +40,8 @@ PruneOpt = Annotated[
     bool | None, typer.Option("--prune/--no-prune", help="Median pruning.", show_default="search.prune of the file")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the MLflow UI on 127.0.0.1.")]
+OpenOpt = Annotated[bool, typer.Option("--open", help="Open the page in the web browser.")]
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""Looking at results and data: `hpsearch report`, `predict`, `ui` and `data check`."""
+"""Looking at results and data: `hpsearch report`, `predict`, `ui`, `compare` and `data check`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.common import JsonOpt, app, errors, session
+from pipeline.cli.common import JsonOpt, OpenOpt, PortOpt, app, errors, session
 from pipeline.errors import UserError
+from pipeline.names import UI_PORT
 
 data_app = typer.Typer(help="Look at the CIFAR-10 files themselves.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -22,27 +23,21 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     Example: hpsearch report --json
     """
     with session(ctx, progress=False) as s:
-        from pipeline.names import LAMBDA, RUN_ATTR, SEARCH_STAGES
-        from pipeline.results import best_trial, trial_table
+        from pipeline.results import report_json, stage_tables
 
-        tables = {stage: trial_table(st) for stage in SEARCH_STAGES if (st := s.load_study(stage)) is not None}
+        tables = stage_tables(s)
         if not tables:
             raise UserError(f"no search study in {s.shown_storage}; run `hpsearch search coarse` first")
-        best = best_trial(s)
-        best_d = None if best is None else {
-            "stage": best.user_attrs.get("stage", "?"), "trial": best.number,
-            "lambda": best.params[LAMBDA], "val_accuracy": best.value, "mlflow_run_id": best.user_attrs.get(RUN_ATTR),
-        }
+        doc = report_json(s, tables)
         if as_json:
-            out = {stage: json.loads(t.to_json(orient="records")) for stage, t in tables.items()}
-            typer.echo(json.dumps({"stages": out, "best": best_d}, indent=2))
+            typer.echo(json.dumps(doc, indent=2))
             return
         for stage, table in tables.items():
             typer.echo(f"\n{s.study_name(stage)}")
             typer.echo(table.drop(columns=["reason"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        if best_d:
-            typer.echo(f"\nbest: {best_d['stage']} trial {best_d['trial']}, λ = {best_d['lambda']:.4g}, "
-                       f"val acc {best_d['val_accuracy']:.4f}")
+        if best := doc["best"]:
+            typer.echo(f"\nbest: {best['stage']} trial {best['trial']}, λ = {best['lambda']:.4g}, "
+                       f"val acc {best['val_accuracy']:.4f}")
 
 
 @app.command("predict")
@@ -72,18 +67,56 @@ def predict(
 
 
 @app.command("ui")
-def ui(
-    ctx: typer.Context,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
-) -> None:
+def ui(ctx: typer.Context, port: PortOpt = UI_PORT, open_: OpenOpt = False) -> None:
     """The MLflow UI on the project's tracking store at http://127.0.0.1:PORT, until Ctrl-C.
 
-    Example: hpsearch ui --port 5001
+    Prints the experiment's runs view (stage runs with their best λ and validation accuracy, trials nested
+    under them), the trials ranked by accuracy, and the compare pages of the latest coarse and fine trials.
+
+    Example: hpsearch ui --open
     """
     with session(ctx, progress=False) as s:
         from pipeline.ui import serve
 
-        serve(s, port, typer.echo)
+        serve(s, port, typer.echo, open_browser=open_)
+
+
+@app.command("compare")
+def compare(
+    ctx: typer.Context,
+    stages: Annotated[
+        list[str],
+        typer.Argument(metavar="STAGE...", help="coarse, fine, confirm (their trials), final (the final runs).",
+                       show_default=False),
+    ],
+    port: PortOpt = UI_PORT,
+    open_: OpenOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The MLflow compare page for the runs of the named stages: its URL, or the page itself with --open.
+
+    A local store's page is on `hpsearch ui --port PORT`; a tracking server's on that server. --json prints
+    `report --json` for these stages with the URL and the run ids.
+
+    Example: hpsearch compare coarse fine --open
+    """
+    with session(ctx, progress=False) as s:
+        from pipeline import links
+
+        tracker = s.tracker
+        run_ids = links.compare_run_ids(tracker, stages)
+        url = links.compare_url(links.ui_base(s.tracking_uri, port), run_ids, [tracker.experiment_id])
+        if as_json:
+            from pipeline.results import report_json, stage_tables
+
+            doc = report_json(s, stage_tables(s, stages))
+            typer.echo(json.dumps(doc | {"url": url, "run_ids": run_ids}, indent=2))
+        else:
+            typer.echo(url)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(url)
 
 
 @data_app.command("check")
