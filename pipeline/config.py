@@ -42,26 +42,29 @@ class DataSection:
             raise ValueError(str(e)) from None
 
 
+_DEFAULT = TrainSettings()  # the training's own defaults: written once, in model.train
+
+
 @dataclass(frozen=True)
 class ModelSection:
-    hidden: int = 50
-    dropout: float = 0.0
+    hidden: int = _DEFAULT.hidden
+    dropout: float = _DEFAULT.dropout
 
 
 @dataclass(frozen=True)
 class TrainSection:
-    batch_size: int = 100
-    eta_min: float = 1e-5
-    eta_max: float = 1e-1
-    n_s: int = 500
-    cycles: int = 1
-    checkpoints_per_cycle: int = 10
-    seed: int = 0
-    lam: float = field(default=0.01, metadata={"key": "lambda"})
-    train_eval_size: int = 0
-    augment: bool = False
-    shift: int = 0
-    tta_flip: bool = False
+    batch_size: int = _DEFAULT.batch_size
+    eta_min: float = _DEFAULT.eta_min
+    eta_max: float = _DEFAULT.eta_max
+    n_s: int = _DEFAULT.n_s
+    cycles: int = _DEFAULT.cycles
+    checkpoints_per_cycle: int = _DEFAULT.checkpoints_per_cycle
+    seed: int = _DEFAULT.seed
+    lam: float = field(default=_DEFAULT.lam, metadata={"key": "lambda"})
+    train_eval_size: int = _DEFAULT.train_eval_size
+    augment: bool = _DEFAULT.augment
+    shift: int = _DEFAULT.shift
+    tta_flip: bool = _DEFAULT.tta_flip
 
 
 @dataclass(frozen=True)
