@@ -213,28 +213,32 @@ def test_a_failure_that_quotes_a_url_is_recorded_without_the_password(project, m
 
 
 # ---- whole commands on working stores with passwords ----------------------------------------------------
-def run_every_command(stores: tuple[str, ...], cifar_dir: Path) -> list[str]:
-    """search coarse and fine, train, train-final, predict, report (text and JSON): their output."""
-    return [
-        cli(*stores, "search", "coarse", "--n-trials", "2"),
-        cli(*stores, "search", "fine", "--n-trials", "2"),
-        cli(*stores, "train", "--config", "studies/exercise-1.toml"),
-        cli(*stores, "train-final"),
-        cli(*stores, "predict", str(cifar_dir / "test_batch")),
-        cli(*stores, "report"),
-        cli(*stores, "report", "--json"),
-    ]
+def run_every_command(stores: tuple[str, ...], cifar_dir: Path) -> dict[str, str]:
+    """Each command that opens a store, the failing ones first (no study yet): their output."""
+    commands = {
+        "report before any study": (["report"], 1),
+        "fine before coarse": (["search", "fine"], 1),
+        "coarse": (["search", "coarse", "--n-trials", "2"], 0),
+        "fine": (["search", "fine", "--n-trials", "2"], 0),
+        "train": (["train", "--config", "studies/exercise-1.toml"], 0),
+        "train-final": (["train-final"], 0),
+        "predict": (["predict", str(cifar_dir / "test_batch")], 0),
+        "report": (["report"], 0),
+        "report --json": (["report", "--json"], 0),
+    }
+    return {name: cli(*stores, *args, code=code) for name, (args, code) in commands.items()}
 
 
 @pytest.mark.slow
 def test_no_command_shows_or_stores_a_password_of_sqlite_stores(project, cifar_dir, capfd):
     storage, tracking = sqlite_urls(project)
     out = run_every_command(("--storage", storage, "--tracking-uri", tracking), cifar_dir)
-    assert "test accuracy" in out[3] and "cifar10-lambda-fine" in out[5], out
+    assert "test accuracy" in out["train-final"] and "cifar10-lambda-fine" in out["report"], out
+    assert f"sqlite:///{project}/studies/optuna.db?password=***;" in out["report before any study"]
     from pipeline.session import open_storage
 
     captured = capfd.readouterr()  # whatever reached the file descriptors besides typer's streams
-    assert_no_secret(*out, captured.out, captured.err, mlflow_records(MlflowClient(tracking, tracking)),
+    assert_no_secret(*out.values(), captured.out, captured.err, mlflow_records(MlflowClient(tracking, tracking)),
                      optuna_records(open_storage(storage)))
     assert files_under(project) == []
 
@@ -249,11 +253,11 @@ def test_no_command_shows_or_stores_the_password_of_a_tracking_server(project, c
         out = run_every_command(stores, cifar_dir)
         records = mlflow_records(MlflowClient(server.url, server.url))
     assert ui.strip() == f"MLflow UI: {server.url.replace('http://', 'http://hp:***@')}"
-    assert "test accuracy" in out[3], out
+    assert "test accuracy" in out["train-final"], out
     from pipeline.session import open_storage
 
     captured = capfd.readouterr()
-    assert_no_secret(ui, *out, captured.out, captured.err, records, optuna_records(open_storage(storage)))
+    assert_no_secret(ui, *out.values(), captured.out, captured.err, records, optuna_records(open_storage(storage)))
     assert files_under(project) == []
 
 
