@@ -336,7 +336,8 @@ def test_the_ui_server_command_line_holds_no_password(project):
 # ---- parallel workers draw distinct λ ---------------------------------------------------------------------
 def _workers_draw(kind: str, folder: Path, n_workers: int = 3, rounds: int = 3) -> list[list[float]]:
     """Workers started at once, each with its own sampler on one study: round r is every worker's r-th
-    trial, asked before any of that round is told. λ per round, per worker."""
+    trial, each sampled before any λ of that round is stored (as processes starting together do: Optuna
+    settles a trial's relative search space at its first suggest). λ per round, per worker."""
     from pipeline import config
     from pipeline.sampling import make_sampler
     from pipeline.session import open_storage
@@ -348,6 +349,8 @@ def _workers_draw(kind: str, folder: Path, n_workers: int = 3, rounds: int = 3) 
     drawn = []
     for _ in range(rounds):
         trials = [study.ask() for study in studies]
+        for trial in trials:
+            assert trial.relative_params is not None  # sampled now, while no trial of the round holds a λ
         drawn.append([t.suggest_float("lambda", 1e-5, 1e-1, log=True) for t in trials])
         for study, trial in zip(studies, trials, strict=True):
             study.tell(trial, 0.4 + 0.01 * trial.number)
