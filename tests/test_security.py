@@ -29,7 +29,7 @@ from tests.servers import free_port, mlflow_server
 
 SECRET = "Sesame7Open"  # a password in a URL's userinfo
 TOKEN = "Tok3nValue9"  # a password in a URL's query
-CLOSED = 9  # the discard port: nothing listens on it here, so connecting fails at once
+CLOSED = free_port()  # nothing listens on it: connecting fails at once
 PG_USERINFO = f"postgresql+psycopg2://hp:{SECRET}@127.0.0.1:{CLOSED}/optuna"
 PG_QUERY = f"postgresql+psycopg2://hp@127.0.0.1:{CLOSED}/optuna?sslmode=disable&password={TOKEN}"
 HTTP_DOWN = f"http://hp:{SECRET}@127.0.0.1:{CLOSED}"
@@ -79,7 +79,7 @@ def optuna_records(storage) -> str:
 
 
 def files_under(folder: Path) -> list[Path]:
-    """Every file (databases, artifacts, logs) holding a secret, as raw bytes."""
+    """The files under folder (databases, artifacts, logs) whose bytes hold a secret."""
     return [f for f in folder.rglob("*") if f.is_file() and any(s.encode() in f.read_bytes() for s in (SECRET, TOKEN))]
 
 
