@@ -72,7 +72,8 @@ def fine_space(session: Session, cfg: Settings) -> tuple[space.Space, dict]:
         fine = space.refine_region(coarse_space, [(trial_settings(t), t.value) for t in done], cfg.fine.half_width)
     source = {"source_study": coarse.study_name, "fine_rule": cfg.fine.rule,
               "source_trials": ",".join(str(t.number) for t in top),
-              "source_lambdas": ",".join(f"{t.params[LAMBDA]:.6g}" for t in top if LAMBDA in t.params)}
+              "source_lambdas": ",".join(f"{t.params[LAMBDA]:.6g}" for t in top if LAMBDA in t.params),
+              **({"widen_log10": cfg.fine.widen} if cfg.fine.rule == "top2" else {"half_width": cfg.fine.half_width})}
     return fine, source
 
 
@@ -162,20 +163,23 @@ def open_study(session: Session, stage: str, cfg: Settings) -> tuple[optuna.Stud
 
 def ensure_parent_run(session: Session, study: optuna.Study, stage: str) -> tuple[str, bool]:
     """The stage's parent run, exactly one whatever the races: find it by its tags, else create it, then
-    look again and keep the oldest, deleting our own if another worker's came first. Tells whether the
-    run is ours and new."""
+    look again and keep the oldest. Any other (ours if another worker's came first, or one left by an
+    earlier race) is deleted and its trials' runs move to the kept one. Tells whether the run is ours and new."""
     tracker = session.tracker
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id is not None and tracker.run_exists(run_id):
         return run_id, False
     tags, mine = {"study": study.study_name, "role": "stage"}, None
     with tracker.lock():  # one sqlite store: the check and the creation happen as one step
-        found = _oldest(tracker.find_runs(**tags))
-        if found is None:
+        runs = tracker.find_runs(**tags)
+        if not runs:
             mine = tracker.create_run(stage, tags | {"stage": stage})
-            found = _oldest(tracker.find_runs(**tags))  # a server shared with other machines: re-check
-            if found != mine:
-                tracker.delete_run(mine)
+            runs = tracker.find_runs(**tags)  # a server shared with other machines: re-check
+        found = _oldest(runs)
+        for loser in {r.info.run_id for r in runs} - {found}:
+            for child in tracker.children(loser):
+                tracker.set_tags(child.info.run_id, {"mlflow.parentRunId": found})
+            tracker.delete_run(loser)  # deleting twice (the other worker too) is no error
     study.set_user_attr(PARENT_ATTR, found)
     return found, found == mine
 

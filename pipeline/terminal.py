@@ -62,7 +62,7 @@ class Bars(Lines):
         return self.bars.__exit__(*exc)
 
     def say(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, markup=False)  # "[coarse-0] ..." is a label, not a style
 
     def stage(self, name: str, total: int, done: int) -> None:
         if self.trials is None:

@@ -255,6 +255,7 @@ class TrackedRun:
             state, status, reason = "FAIL", "KILLED", f"interrupted ({type(exc).__name__})"
         else:
             state, status, reason = "FAIL", "FAILED", f"{type(exc).__name__}: {exc}"
+        reason = redact_text(reason)  # the trial keeps it too, and `report --json` prints it
         self.state, self.reason = state, reason
         try:
             self._close(state, reason)

@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlparse, urlsplit, urlunsplit
 
 from pipeline.errors import UserError
 
 # Query parameters that carry credentials in SQLAlchemy, libpq and HTTP URLs.
 SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|cred|signature", re.I)
 _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
+# A credential parameter inside a URL in text; a value already *** keeps the punctuation after it (a second
+# pass over a message that holds a redacted URL must not eat its "; run ...").
 _PARAM = re.compile(r"(?P<name>[?&][\w.-]*(?:pass|pwd|secret|token|key|auth|cred|signature)[\w.-]*)="
-                    r"(?P<value>[^&\s'\"]+)", re.I)  # a query parameter inside a URL
+                    r"(?P<value>\*\*\*(?=[;,.)\]]*(?:[&\s'\"]|$))|[^&\s'\"]+)", re.I)
 
 
 def redact(url: str) -> str:
     """The URL with its password and any credential-like query parameter replaced by ***: safe to print."""
     if not secrets_of(url):
-        return url  # untouched: rebuilding would turn sqlite://// into sqlite://
+        return url
+    # Only the secrets change, in place: urlunsplit would turn sqlite:////abs/x.db into sqlite://abs/x.db.
     parts = urlsplit(url)
-    netloc = parts.netloc
+    base, mark, rest = url.partition("?")
     if parts.password:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = urlencode([(k, "***" if SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+        userinfo, _, host = parts.netloc.rpartition("@")
+        base = base.replace(parts.netloc, f"{userinfo.partition(':')[0]}:***@{host}", 1)
+    query, hash_, fragment = rest.partition("#")
+    pairs = (item.partition("=") for item in query.split("&"))
+    query = "&".join(k + eq + ("***" if v and SECRET_PARAM.search(unquote_plus(k)) else v) for k, eq, v in pairs)
+    return base + mark + query + hash_ + fragment
 
 
 def redact_text(text: str) -> str:
@@ -77,9 +82,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if not is_http(uri):
         return
     shown = redact(uri)
-    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=hpsearch-probe"
+    probe, headers = _without_userinfo(uri)
+    probe = probe.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=hpsearch-probe"
     try:
-        urllib.request.urlopen(probe, timeout=timeout).close()
+        urllib.request.urlopen(urllib.request.Request(probe, headers=headers), timeout=timeout).close()
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             raise UserError(f"MLflow tracking server {shown} refused the request (HTTP {e.code}); check its "
@@ -91,3 +97,12 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise UserError(
             f"MLflow tracking server {shown} is unreachable ({reason}); start it or fix --tracking-uri"
         ) from None
+
+
+def _without_userinfo(uri: str) -> tuple[str, dict]:
+    """urllib takes user:password@ for part of the host name; send them as Basic auth, as MLflow's client does."""
+    parts = urlsplit(uri)
+    if parts.username is None:
+        return uri, {}
+    token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])), {"Authorization": f"Basic {token}"}

@@ -91,20 +91,41 @@ def test_report_without_studies_is_one_line(project):
     assert result.exit_code == 1 and result.stderr.startswith("error: no search study")
 
 
-def test_plain_progress_when_not_a_terminal(capsys):
+def test_plain_progress_when_not_a_terminal(capsys, monkeypatch):
+    import io
+
+    import rich.console
+
     from pipeline.terminal import Bars, Lines, open_terminal
 
     assert type(open_terminal()) is Lines  # pytest captures stderr: not a terminal
+    assert type(open_terminal(interactive=True)) is Bars
     p = Lines()
+    p.stage("coarse", 8, 0)
     p.trial_start("coarse-0", "λ = 0.001", 100)
+    p.checkpoint(50, {"val_accuracy": 0.3})
     p.trial_end("coarse-0", "COMPLETE", 0.42, 1, 8, 0.42)
-    err = capsys.readouterr().err
-    assert "[coarse-0] λ = 0.001" in err and "COMPLETE val acc 0.4200" in err and "1/8" in err
-    with Bars() as rich:  # the interactive bars work end to end
-        rich.stage("coarse", 8, 0)
-        rich.trial_start("coarse-0", "λ = 0.001", 100)
-        rich.checkpoint(50, {"val_accuracy": 0.3})
-        rich.trial_end("coarse-0", "COMPLETE", 0.42, 1, 8, 0.42)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:2] == ["[coarse] 0/8 trials finished", "[coarse-0] λ = 0.001, 100 steps"]
+    assert lines[2].startswith("[coarse-0] COMPLETE val acc 0.4200 in ") and lines[2].endswith(
+        " s (1/8 finished, best so far 0.4200)") and len(lines) == 3
+
+    # The interactive bars, drawn on a recording console: the trial lines and both bars' last state.
+    screen = rich.console.Console(file=io.StringIO(), width=100, record=True)
+    monkeypatch.setattr(rich.console, "Console", lambda **kwargs: screen)
+    with Bars() as bars:
+        bars.stage("coarse", 8, 0)
+        bars.trial_start("coarse-0", "λ = 0.001", 100)
+        bars.checkpoint(50, {"val_accuracy": 0.3})
+        bars.trial_end("coarse-0", "COMPLETE", 0.42, 1, 8, 0.42)
+    shown = screen.export_text().splitlines()
+    assert shown[0] == "[coarse-0] λ = 0.001, 100 steps"
+    assert shown[1].startswith("[coarse-0] COMPLETE val acc 0.4200 in ") and shown[1].endswith(
+        " s (1/8 finished, best so far 0.4200)")
+    trials_bar, steps_bar = shown[2].split(), shown[3].split()
+    assert trials_bar[:2] == ["coarse", "trials"] and trials_bar[-4:-1] == ["1/8", "best", "0.4200"]
+    assert steps_bar[:3] == ["coarse-0", "λ", "="] and steps_bar[-5:-1] == ["50/100", "val", "acc", "0.3000"]
+    assert len(shown) == 4 and capsys.readouterr().err == ""  # nothing bypassed the console
 
 
 @pytest.mark.parametrize("stage", ["coarse", "fine", "final", "exercise-1", "exercise-2"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import optuna
 import pytest
@@ -93,6 +95,133 @@ def test_stratified_draws_cover_every_slice_of_the_log_range():
 
     slices = sorted(int((math.log10(v) + 5) / 0.5) for v in lams)  # eight half-decades
     assert slices == list(range(8))
+
+
+
+def test_stratified_draws_skip_slices_held_by_live_trials_after_failures():
+    """Trial 2 fails and is redrawn; two trials are still running elsewhere; a surplus trial draws and
+    yields. The finished and running trials still cover the eight slices, one each."""
+    import math
+
+    from optuna.trial import TrialState
+
+    from pipeline.sampling import TrialSeededRandomSampler
+
+    study = optuna.create_study(sampler=TrialSeededRandomSampler(0, strata=8), direction="maximize")
+
+    def draw() -> optuna.Trial:
+        trial = study.ask()
+        trial.suggest_float("lambda", 1e-5, 1e-1, log=True)
+        return trial
+
+    for _ in range(8):
+        trial = draw()
+        if trial.number == 2:
+            study.tell(trial, state=TrialState.FAIL)  # its slice is free again
+        elif trial.number not in (5, 6):  # 5 and 6 keep running, holding their slices
+            study.tell(trial, 0.5)
+    study.tell(draw(), 0.5)  # trial 8, the redraw of trial 2
+    surplus = draw()  # every slice is taken now; it yields its place
+    study._storage.set_trial_user_attr(surplus._trial_id, "surplus", True)
+    study.tell(surplus, state=TrialState.FAIL)
+    live = study.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))
+    assert sorted(t.number for t in live) == [0, 1, 3, 4, 5, 6, 7, 8]
+    slices = sorted(int((math.log10(t.params["lambda"]) + 5) / 0.5) for t in live)  # eight half-decades
+    assert slices == list(range(8))
+
+
+# ---- the stage's parent run: exactly one, whatever the races -----------------------------------------------
+@pytest.fixture
+def stage(tmp_path):
+    """A coarse study (no parent run yet) and the MLflow store beside it; `session()` opens them as a new
+    worker would."""
+    from pipeline.session import Session, Stores
+
+    stores = Stores(storage_url=str(tmp_path / "optuna.journal"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+
+    def session() -> Session:
+        return Session(stores)
+
+    optuna.create_study(study_name="cifar10-lambda-coarse", storage=session().storage, direction="maximize")
+    return session
+
+
+def parent_runs(session) -> list:
+    return session.tracker.find_runs(study="cifar10-lambda-coarse", role="stage")
+
+
+def _ensure(session):
+    from pipeline.stages import ensure_parent_run
+
+    return ensure_parent_run(session, session.load_study("coarse"), "coarse")
+
+
+def test_two_workers_creating_the_parent_run_at_once_end_with_one(stage):
+    sessions = [stage() for _ in range(2)]
+    for s in sessions:
+        assert s.tracker.experiment_id  # open the stores first, so the two calls below overlap
+    start, results = threading.Barrier(2), []
+
+    def worker(session):
+        start.wait()
+        results.append(_ensure(session))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    (run_id,) = {r for r, _ in results}
+    assert sorted(new for _, new in results) == [False, True]
+    assert [r.info.run_id for r in parent_runs(sessions[0])] == [run_id]
+
+
+def test_workers_without_a_shared_lock_keep_the_oldest_parent_run(stage, monkeypatch):
+    """Two machines on one tracking server: no file lock; both create a run before either looks again."""
+    import contextlib
+
+    sessions = [stage() for _ in range(2)]
+    both_created, results = threading.Barrier(2), []
+    for s in sessions:
+        monkeypatch.setattr(s.tracker, "lock", contextlib.nullcontext, raising=False)
+        create = s.tracker.create_run
+
+        def create_then_wait(*args, _create=create, **kwargs):
+            run_id = _create(*args, **kwargs)
+            both_created.wait(30)
+            return run_id
+
+        monkeypatch.setattr(s.tracker, "create_run", create_then_wait)
+
+    threads = [threading.Thread(target=lambda s=s: results.append(_ensure(s))) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    (run_id,) = {r for r, _ in results}
+    assert [r.info.run_id for r in parent_runs(sessions[0])] == [run_id]
+
+
+def test_an_existing_parent_run_is_found_when_the_study_lost_its_id(stage):
+    session = stage()
+    existing = session.tracker.create_run("coarse", {"study": "cifar10-lambda-coarse", "role": "stage",
+                                                     "stage": "coarse"})
+    assert _ensure(session) == (existing, False)
+    assert [r.info.run_id for r in parent_runs(session)] == [existing]
+    assert session.load_study("coarse").user_attrs["mlflow_parent_run_id"] == existing
+
+
+def test_of_two_parent_runs_the_oldest_is_kept_with_every_trial_run(stage):
+    """Left by an earlier race: the newer run is deleted, and its trials' runs move to the kept one."""
+    session = stage()
+    tags = {"study": "cifar10-lambda-coarse", "role": "stage", "stage": "coarse"}
+    oldest = session.tracker.create_run("coarse", tags)
+    time.sleep(0.01)  # start times in ms
+    newer = session.tracker.create_run("coarse", tags)
+    trial_run = session.tracker.create_run("coarse-3", {"trial": 3, "role": "trial"}, parent_run_id=newer)
+    assert _ensure(session) == (oldest, False)
+    assert [r.info.run_id for r in parent_runs(session)] == [oldest]
+    assert [r.info.run_id for r in session.tracker.children(oldest)] == [trial_run]
 
 
 def test_one_se_rule_prefers_the_largest_lambda_tied_with_the_best(tmp_path):

@@ -70,16 +70,18 @@ def main_options(
 
 def quiet_libraries() -> None:
     """The process-wide settings of the command line, made here and nowhere else: our own lines say what
-    happened, so Optuna's and MLflow's INFO logs and experimental warnings stay quiet, and an unreachable
-    MLflow server fails in seconds instead of retrying for minutes."""
+    happened, so Optuna's and MLflow's INFO logs and experimental warnings stay quiet, MLflow prints no
+    "View run at <tracking URI>" lines (the URI may hold a password), and an unreachable MLflow server fails
+    in seconds instead of retrying for minutes."""
     import logging
 
     for key, value in {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                       "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
         os.environ.setdefault(key, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case MLflow was imported before: tests, notebooks
     logging.getLogger("optuna").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=r".*is experimental.*")  # QMCSampler, heartbeats, metric names
+    warnings.filterwarnings("ignore", message=r".*is (an )?experimental")  # QMCSampler, heartbeats, metric names
 
 
 @contextlib.contextmanager
