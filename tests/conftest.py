@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,39 @@ from tests.cifar_fixtures import make_cifar
 ROOT = Path(__file__).resolve().parents[1]
 # Small, fast stage settings: same keys as the real files, tiny numbers.
 FAST = {"n_s": "10", "batch_size": "50", "val_size": "200", "hidden": "8", "cycles": "2", "checkpoints_per_cycle": "4"}
+
+
+TOKEN_VAR = "PYTEST_HPSEARCH_TOKEN"  # not HPSEARCH_*: hpsearch_env passes it on to every subprocess
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started(monkeypatch):
+    """Every process a test starts carries the test's token in its environment; whatever still runs when the
+    test ends (a server whose parent was killed, a worker a failed assertion left behind) is killed here,
+    process group and all, even after it was re-parented to init."""
+    token = uuid.uuid4().hex
+    monkeypatch.setenv(TOKEN_VAR, token)
+    yield
+    for pid in _carrying(f"{TOKEN_VAR}={token}".encode()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group != os.getpgid(0):  # its own group (a server and its workers): all of it
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
+def _carrying(marker: bytes) -> list[int]:
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ Each test gets fresh databases (one for Optuna, one for the MLflow server) and d
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -188,8 +189,8 @@ def test_fine_takes_its_bounds_from_coarse_on_postgres_and_an_mlflow_server(serv
     assert fine["study"].user_attrs["lambda_min"] == pytest.approx(lo)
     assert fine["study"].user_attrs["lambda_max"] == pytest.approx(hi)
     assert all(lo <= t.params["lambda"] <= hi for t in fine["finished"])
-    assert float(fine["parent"].data.params["search.lambda_min"]) == pytest.approx(lo)
-    assert float(fine["parent"].data.params["search.lambda_max"]) == pytest.approx(hi)
+    (logged,) = json.loads(fine["parent"].data.params["space"])  # the derived space, as the parent run logged it
+    assert (logged["key"], logged["low"], logged["high"]) == ("train.lambda", pytest.approx(lo), pytest.approx(hi))
     print(f"\ncoarse → fine on PostgreSQL + mlflow server: trials 3 + 2, runs 2 parents + "
           f"{len(coarse['children']) + len(fine['children'])} children, "
           f"errors {coarse['errors'] + fine['errors']}, fine λ in [{lo:.3g}, {hi:.3g}]")

@@ -98,6 +98,9 @@ def session(ctx: typer.Context, progress: bool = True):
 @contextlib.contextmanager
 def errors():
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # Python leaves SIGINT ignored when it starts ignored (a shell's background job): Ctrl-C and `kill -INT`
+    # must still stop a search the documented way, marking its trial FAIL.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     except UserError as e:
