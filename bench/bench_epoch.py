@@ -14,9 +14,12 @@ configuration once), so the ratios compare like with like even when the machine 
 - augment (with --augment): an epoch with flips and ±4 pixel shifts against one without, at m = 50
   and m = 300.
 
-    .venv/bin/python bench/bench_epoch.py --data-dir /work/data [--rounds 5] [--augment] [--no-torch]
+    .venv/bin/python bench/bench_epoch.py --data-dir /work/data [--rounds 5] [--augment] [--wide] [--no-torch]
+    .venv/bin/python bench/bench_epoch.py --data-dir /work/data --threads 1 --clock cpu --augment --wide
 
-Prints medians over the rounds; absolute times drift between sittings here, so read the ratios.
+Ratios are medians of per-round ratios; absolute times drift between sittings here. When other jobs
+share the two cores (load average well above 2), two-thread wall times stall on BLAS thread hand-offs
+and mean little: the second form counts one thread's CPU seconds instead, which they barely move.
 """
 
 from __future__ import annotations
