@@ -14,9 +14,12 @@ configuration once), so the ratios compare like with like even when the machine 
 - augment (with --augment): an epoch with flips and ±4 pixel shifts against one without, at m = 50
   and m = 300.
 
-    .venv/bin/python bench/bench_epoch.py --data-dir /work/data [--rounds 5] [--augment] [--no-torch]
+    .venv/bin/python bench/bench_epoch.py --data-dir /work/data [--rounds 5] [--augment] [--wide] [--no-torch]
+    .venv/bin/python bench/bench_epoch.py --data-dir /work/data --threads 1 --clock cpu --augment --wide
 
-Prints medians over the rounds; absolute times drift between sittings here, so read the ratios.
+Ratios are medians of per-round ratios; absolute times drift between sittings here. When other jobs
+share the two cores (load average well above 2), two-thread wall times stall on BLAS thread hand-offs
+and mean little: the second form counts one thread's CPU seconds instead, which they barely move.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from model.step import Step  # noqa: E402
 from model.train import TrainSettings, train  # noqa: E402
 
 BATCH_SIZES = (100, 450)
+clock = time.perf_counter  # --clock cpu: time.process_time, CPU seconds of this process
 LAM = 0.0027  # the peer's default
 K = 10
 
@@ -60,21 +64,21 @@ def ours_epoch(data, B: int, hidden: int = 50, **options) -> float:
     real, in_eval, stamps = train_module.checkpoint_metrics, [], []
 
     def timed(*args):
-        t0 = time.perf_counter()
+        t0 = clock()
         out = real(*args)
-        in_eval.append(time.perf_counter() - t0)
+        in_eval.append(clock() - t0)
         return out
 
     train_module.checkpoint_metrics = timed
     try:
-        train(X, y, X_val[:1000], y_val[:1000], settings, lambda step, m: stamps.append(time.perf_counter()))
+        train(X, y, X_val[:1000], y_val[:1000], settings, lambda step, m: stamps.append(clock()))
     finally:
         train_module.checkpoint_metrics = real
     return stamps[1] - stamps[0] - in_eval[1]  # the first epoch warms caches and allocations
 
 
-def gemm_floor(data, B: int, hidden: int = 50, order: str = "F") -> float:
-    """Seconds of the epoch's GEMMs alone, in the fused step's own buffers and layouts."""
+def gemm_floor(data, B: int, hidden: int = 50, order: str = "F", fraction: float = 1.0) -> float:
+    """Seconds of the epoch's GEMMs alone (or of `fraction` of them), in the fused step's own buffers."""
     X = data[0]
     n, d = X.shape
     params = init_params(d, hidden, K, np.random.default_rng(0))
@@ -82,14 +86,14 @@ def gemm_floor(data, B: int, hidden: int = 50, order: str = "F") -> float:
     s = Step(params, B)
     Xb = np.ascontiguousarray(X[:B])
     W1, W2 = params.W1, params.W2
-    t0 = time.perf_counter()
-    for _ in range(n // B):
+    t0 = clock()
+    for _ in range(round(n // B * fraction)):
         np.matmul(Xb, W1.T, out=s.H)
         np.matmul(W2, s.H.T, out=s.St)
         np.matmul(s.St, s.H, out=s.dW2)
         np.matmul(s.St.T, W2, out=s.GH)
         np.matmul(s.GH.T, Xb, out=s.dW1)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def gather(data, B: int) -> float:
@@ -98,19 +102,19 @@ def gather(data, B: int) -> float:
     n, d = X.shape
     Xb = np.empty((B, d), X.dtype)
     perm = np.random.default_rng(0).permutation(n)
-    t0 = time.perf_counter()
+    t0 = clock()
     for i in range(0, n - B + 1, B):
         np.take(X, perm[i : i + B], axis=0, out=Xb, mode="clip")
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def square_gflops(size: int = 2048, reps: int = 5) -> float:
     A = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     C = np.empty_like(A)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(reps):
         np.matmul(A, A, out=C)
-    return reps * 2 * size**3 / (time.perf_counter() - t0) / 1e9
+    return reps * 2 * size**3 / (clock() - t0) / 1e9
 
 
 def main():
@@ -121,12 +125,19 @@ def main():
     ap.add_argument("--augment", action="store_true", help="also time epochs with augmentation at m = 50 and 300")
     ap.add_argument("--wide", action="store_true", help="also compare W1 layouts' GEMM floors at m = 1000")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: count this process's CPU seconds, which other jobs on the cores inflate far less than "
+                         "wall time; use it with --threads 1 (idle BLAS threads spin); skips torch (it reports wall "
+                         "time)")  # fmt: skip
     a = ap.parse_args()
+    if a.clock == "cpu":
+        global clock
+        clock, a.no_torch = time.process_time, True
     if not a.data_dir:
         ap.error("pass --data-dir or set HPSEARCH_DATA")
     threadpool_limits(a.threads)
     load_before = os.getloadavg()
-    print(f"numpy {np.__version__}, {a.threads} threads, {a.rounds} rounds; {blas_report()}")
+    print(f"numpy {np.__version__}, {a.threads} threads, {a.rounds} rounds, {a.clock} clock; {blas_report()}")
     data = load(a.data_dir)
     n, d = data[0].shape
     jobs = {}
@@ -138,12 +149,14 @@ def main():
             jobs[f"torch B{B}"] = lambda B=B: peer_epochs(a.data_dir, B, 2, a.threads)["epoch_s"][-1]
     jobs["square GFLOP/s"] = square_gflops
     if a.augment:
+        jobs["ours m300 B100"] = lambda: ours_epoch(data, 100, hidden=300)  # m = 50: "ours B100"
         for m in (50, 300):
-            jobs[f"ours m{m} B100"] = lambda m=m: ours_epoch(data, 100, hidden=m)
             jobs[f"augment m{m} B100"] = lambda m=m: ours_epoch(data, 100, hidden=m, augment=True, shift=4)
     if a.wide:
+        fifth = (data[0][: n // 5], data[1][: n // 5], data[2], data[3])
+        jobs["ours m1000 B100"] = lambda: ours_epoch(fifth, 100, hidden=1000)
         for order in ("F", "C"):
-            jobs[f"floor m1000 B100 W1 {order}"] = lambda o=order: gemm_floor(data, 100, 1000, o)
+            jobs[f"floor m1000 B100 W1 {order}"] = lambda o=order: gemm_floor(data, 100, 1000, o, fraction=0.2)
     times = {name: [] for name in jobs}
     for r in range(a.rounds):
         for name, job in jobs.items():
@@ -177,13 +190,15 @@ def main():
         print(f"torch: {PEER.name} in a subprocess, its second epoch (the first warms up)")
     if a.augment:
         for m in (50, 300):
-            base, aug = f"ours m{m} B100", f"augment m{m} B100"
+            base, aug = "ours B100" if m == 50 else f"ours m{m} B100", f"augment m{m} B100"
             print(f"augment (flips + shift 4), m = {m}, B100: {med[aug] * 1e3:.0f} vs {med[base] * 1e3:.0f} ms "
                   f"per epoch, +{(paired(aug, base) - 1) * 100:.0f} %")  # fmt: skip
     if a.wide:
         F, C = "floor m1000 B100 W1 F", "floor m1000 B100 W1 C"
-        print(f"m = 1000, B100 GEMM floor: column-major W1 {med[F] * 1e3:.0f} ms, row-major {med[C] * 1e3:.0f} ms "
-              f"(row/column {paired(C, F):.2f})")  # fmt: skip
+        wide = "ours m1000 B100"
+        print(f"m = 1000, B100, a fifth of an epoch: GEMM floor with column-major W1 {med[F] * 1e3:.0f} ms, "
+              f"row-major {med[C] * 1e3:.0f} ms (row/column {paired(C, F):.2f}); training loop "
+              f"{med[wide] * 1e3:.0f} ms, {paired(wide, F):.2f}x the column-major floor")  # fmt: skip
     load_after = os.getloadavg()
     print(f"load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} "
           f"CPUs (this benchmark alone adds ~2; more means other jobs shared the cores)")  # fmt: skip

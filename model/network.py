@@ -131,7 +131,9 @@ def evaluate(
 ) -> dict:
     """Loss, cost and accuracy in one forward pass over X, chunk rows at a time (bounded memory).
 
-    tta_flip: classify by the mean probabilities of each image and its mirror image (CIFAR rows).
+    tta_flip: classify by the mean probabilities of each image and its mirror image (CIFAR rows;
+    two forward passes). eval_chunk: 5000 measured as fast as 10,000 and faster than 500-2000 rows,
+    at m = 50 and at m = 1000.
     """
     total, correct = 0.0, 0
     for i in range(0, len(y), chunk):
