@@ -1,9 +1,7 @@
 """The MLflow layout: one experiment, one parent run per stage, one child run per training.
 
-Everything here goes through MlflowClient with explicit run ids (no fluent "active run" state), so
-several trials, stages or worker processes never mix up their runs. `TrackedRun` is the one lifecycle
-every training shares: create, log params, buffer metrics per checkpoint, and on every exit path the
-curves, the outcome and a terminal status.
+Everything goes through MlflowClient with explicit run ids (no fluent "active run" state), so trials, stages
+and workers never mix up their runs. `TrackedRun` is the one lifecycle every training shares.
 """
 
 from __future__ import annotations
