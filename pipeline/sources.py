@@ -40,7 +40,7 @@ def _download_progress(say):
     return report
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)  # one split at a time: the search split is freed before the final's loads
 def dataset(folder: Path, split: str, val_size: int) -> cifar10.Dataset:
     """Load, split and normalise once per process and split (the coarse and fine stages share it)."""
     try:
