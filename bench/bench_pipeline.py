@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -27,15 +26,17 @@ PEER = ROOT.parent / "shared" / "bench" / "peer_torch_mlp.py"
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (GB) of the largest process the command started, and its stderr tail."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (GB) of this command's largest process (its own or a worker's)."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd[:6])}… failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
-    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1e6  # KB → GB
-    return wall, peak, proc.stdout
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's rusage alone: the peak of it and what it waited for
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{' '.join(cmd[:6])}… failed ({proc.returncode}): {err.read().decode()[-400:]}")
+    return wall, usage.ru_maxrss / 1e6, ""  # KB → GB
 
 
 def scratch() -> Path:
@@ -54,6 +55,7 @@ def main() -> None:
         sys.exit("set HPSEARCH_DATA to a folder holding cifar-10-batches-py")
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     hp = [sys.executable, "-m", "pipeline"]
+    import numpy  # noqa: F401 - loads the BLAS that threadpoolctl then reports
     import threadpoolctl
 
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]

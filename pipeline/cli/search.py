@@ -122,7 +122,7 @@ def pipeline(
     lam: Annotated[float | None, typer.Option("--lambda", help="Final λ instead of the best searched one.")] = None,
     no_confirm: NoConfirmOpt = False,
     jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Worker processes per stage on this machine.",
-                                             show_default="one per 2 cores")] = None,
+                                             show_default="one per core")] = None,
     config_set: Annotated[str | None, typer.Option(
         "--config-set", help="Another set of study files, studies/NAME-<stage>.toml, in the experiment "
                              "<experiment>-NAME (e.g. wide); a set without a confirm file skips that stage.")] = None,
