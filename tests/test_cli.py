@@ -128,7 +128,10 @@ def test_plain_progress_when_not_a_terminal(capsys, monkeypatch):
     assert len(shown) == 4 and capsys.readouterr().err == ""  # nothing bypassed the console
 
 
-@pytest.mark.parametrize("stage", ["coarse", "fine", "final", "exercise-1", "exercise-2"])
+STUDY_FILES = sorted(p.stem for p in (ROOT / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("stage", STUDY_FILES)
 def test_shipped_settings_files_are_valid_and_documented(stage):
     from pipeline import config
 
@@ -137,5 +140,18 @@ def test_shipped_settings_files_are_valid_and_documented(stage):
     for line in text.splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             assert "#" in line, f"{stage}.toml: undocumented key: {line}"
-    assert cfg.model.hidden == 50
+    if not stage.startswith("wide"):  # the report's network; the wide study searches its width
+        assert cfg.model.hidden == 50
+
+
+def test_searches_measure_train_metrics_on_a_subset_the_final_and_exercises_on_everything():
+    """train_eval_size only changes which training rows the train_* curves are computed on: searches use a
+    fixed seeded 10k subset; the final's and the exercises' curves use every training image."""
+    from pipeline import config
+
+    def size(stage):
+        return config.load(stage, ROOT / "studies" / f"{stage}.toml").train.train_eval_size
+
+    assert [size(s) for s in ("coarse", "fine", "confirm")] == [10000] * 3
+    assert [size(s) for s in ("final", "exercise-1", "exercise-2", "wide-final")] == [0] * 4
 
