@@ -96,7 +96,8 @@ class Tracker:
             raise UserError(f"experiment {name!r} is deleted in {redact(self.uri)}; restore it or pick --experiment")
         for key, value in links.experiment_tags(found.creation_time).items():
             if found.tags.get(key) != value:
-                self.client.set_experiment_tag(found.experiment_id, key, value)
+                with contextlib.suppress(MlflowException):  # workers starting together race to set the same tag
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
 
     # ---- runs -------------------------------------------------------------------------------
