@@ -98,7 +98,7 @@ def owner_alive(attrs: dict) -> bool | None:
 
 def is_orphan(trial: optuna.trial.FrozenTrial, now: datetime) -> bool:
     """A RUNNING trial whose process is gone (kill -9, power loss, a restarted container)."""
-    if "host" not in trial.user_attrs:  # killed before it said who ran it
+    if not {"host", "pid"} <= trial.user_attrs.keys():  # killed before it said who ran it, or still saying it
         return trial.datetime_start is not None and (now - trial.datetime_start).total_seconds() > ORPHAN_AGE_S
     return owner_alive(trial.user_attrs) is False
 

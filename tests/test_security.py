@@ -425,6 +425,18 @@ def test_a_running_trial_of_this_pid_but_another_process_instance_is_recovered()
     assert states[mine.number] == states[live.number] == states[remote.number] == TrialState.RUNNING
 
 
+def test_a_trial_whose_owner_is_half_written_is_not_an_orphan():
+    """Another worker is writing the owner of its new trial, one user attr at a time: a reader that sees the host
+    but not yet the pid must not fail the trial (CI saw "Cannot tell a FAIL trial" from three QMC workers)."""
+    from pipeline.workers import owner, recover_orphans
+
+    study = optuna.create_study(direction="maximize")
+    running_trial(study, host=owner()["host"])
+    running_trial(study, host=owner()["host"], instance="another-boot:4242")
+    assert recover_orphans(study) == []
+    assert {t.state for t in study.trials} == {TrialState.RUNNING}
+
+
 def test_waiting_for_other_workers_ignores_a_trial_of_this_pid_from_another_instance():
     from pipeline.workers import owner, wait_until_settled
 

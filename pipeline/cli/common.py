@@ -92,7 +92,25 @@ def session(ctx: typer.Context, progress: bool = True):
         from pipeline.terminal import Lines, open_terminal
 
         with open_terminal() if progress else Lines() as terminal:
-            yield Session(ctx.obj, terminal)
+            s = Session(ctx.obj, terminal)
+            with _naming_the_tracking_server(s):
+                yield s
+
+
+@contextlib.contextmanager
+def _naming_the_tracking_server(s):
+    """A request that an MLflow tracking server failed (an HTTP error, a proxy's page) says which server."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.urls import is_http
+
+    try:
+        yield
+    except MlflowException as e:
+        if not is_http(s.tracking_uri):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"MLflow tracking server {s.shown_tracking} failed a request: {first[:300]}") from None
 
 
 @contextlib.contextmanager
