@@ -34,10 +34,11 @@ CONFIRM_RULES = ("best-mean", "one-se")
 class DataSection:
     split: str = "holdout"  # "exercise" (batch 1 / batch 2 / test) or "holdout"
     val_size: int = 5000  # holdout: the last val_size training images validate
+    val_fold: int = 0  # holdout: 0 = the last val_size images, 1 = the block before them, ...
 
     def __post_init__(self):
         try:
-            cifar10.check_split(self.split, self.val_size)
+            cifar10.check_split(self.split, self.val_size, self.val_fold)
         except cifar10.DataError as e:
             raise ValueError(str(e)) from None
 
@@ -109,12 +110,16 @@ class ConfirmSection:
     k: int = 3  # candidates: the k best distinct searched settings
     seeds: int = 2  # trainings per candidate, seeds train.seed, train.seed + 1, ...
     select: str = "best-mean"  # or "one-se": the largest λ within one standard error of the best mean
+    folds: bool = True  # the i-th seed validates on holdout block i (data.val_fold), so scores span seeds × val_size images
+    min_gap: float = 0.25  # decades: candidates' log-scale values differ by at least this much from each other
 
     def __post_init__(self):
         if self.k < 1:
             raise ValueError(f"confirm.k must be ≥ 1; got {self.k}")
         if self.seeds < 1:
             raise ValueError(f"confirm.seeds must be ≥ 1; got {self.seeds}")
+        if not 0 <= self.min_gap <= 3:
+            raise ValueError(f"confirm.min_gap must be a number of decades in 0..3; got {self.min_gap}")
         if self.select not in CONFIRM_RULES:
             raise ValueError(f"confirm.select must be one of {', '.join(CONFIRM_RULES)}; got {self.select!r}")
 

@@ -19,7 +19,7 @@ import optuna
 
 from pipeline import plots
 from pipeline.config import Settings
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 from pipeline.names import LAMBDA, SEARCH_STAGES
 from pipeline.objective import describe
 from pipeline.results import completed, standard_error, trial_settings
@@ -30,7 +30,7 @@ from pipeline.tracking import NOTE
 from pipeline.workers import tally
 
 STAGE = "confirm"
-CANDIDATES_ATTR, CHOSEN_ATTR = "candidates", "chosen"
+CANDIDATES_ATTR, CHOSEN_ATTR, FOLDS_ATTR = "candidates", "chosen", "folds"
 
 
 @dataclass
@@ -44,7 +44,8 @@ class Candidate:
 class Score:
     candidate: Candidate
     values: list[float]  # final validation accuracy per seed
-    n_val: int
+    n_val: int  # validation images of one seed
+    folds: int = 1  # distinct validation blocks among the seeds (confirm.folds: one per seed)
 
     @property
     def mean(self) -> float:
@@ -52,39 +53,62 @@ class Score:
 
     @property
     def se(self) -> float:
-        """sqrt(s²/r + a(1−a)/n_val): the spread over seeds plus the validation set's sampling noise, which
-        repeating seeds on the same images does not average away."""
+        """sqrt(s²/r + a(1−a)/(n_val·folds)): the spread over seeds plus the validation images' sampling noise,
+        which repeating seeds on the same images does not average away, but validating on other blocks does."""
         seeds = statistics.variance(self.values) / len(self.values) if len(self.values) > 1 else 0.0
-        return math.sqrt(seeds + standard_error(self.mean, self.n_val) ** 2)
+        return math.sqrt(seeds + standard_error(self.mean, self.n_val * self.folds) ** 2)
 
 
-def candidates(session: Session, k: int) -> list[Candidate]:
+def candidates(session: Session, k: int, min_gap: float = 0.0) -> list[Candidate]:
     """The k best distinct settings over the completed coarse and fine trials (ties: coarse first, then the
-    lower trial number); fewer when the searches hold fewer."""
+    lower trial number); fewer when the searches hold fewer.
+
+    Distinct: another value of some setting, where positive floats (λ, η) count as the same value when their
+    log10 differ by less than min_gap decades. The searches' scores cannot tell λ apart (they tie within one
+    standard error), so their top three often sit within a few percent of one another; the gap spreads the
+    candidates over the tied region instead.
+    """
     ranked = []
     for order, stage in enumerate(SEARCH_STAGES):
         study = session.load_study(stage)
         ranked += [(-t.value, order, t.number, stage, t) for t in (completed(study) if study else [])]
-    out, seen = [], set()
+    out: list[Candidate] = []
     for _, _, number, stage, t in sorted(ranked, key=lambda r: r[:3]):
         settings = trial_settings(t)
-        key = tuple(sorted((k, f"{v:.12g}" if isinstance(v, float) else v) for k, v in settings.items()))
-        if key not in seen:
-            seen.add(key)
+        if not any(_near(settings, c.settings, min_gap) for c in out):
             out.append(Candidate(settings, f"{stage} trial {number}", t.value))
     if not out:
         raise UserError("no completed coarse or fine trial to confirm: run `hpsearch search coarse` (and fine) first")
     return out[:k]
 
 
-def pairs(cands: list[Candidate], seeds: list[int]) -> list[dict]:
-    """The trials of the stage: every candidate with every seed, as setting values."""
-    return [c.settings | {"train.seed": s} for c in cands for s in seeds]
+def _near(a: dict, b: dict, gap: float) -> bool:
+    """The same settings, up to less than gap decades in every positive float."""
+    if a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if isinstance(x, float) and isinstance(y, float) and x > 0 and y > 0:
+            if abs(math.log10(x) - math.log10(y)) >= max(gap, 1e-12):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
-def suggester(cands: list[Candidate], seeds: list[int]):
+def pairs(cands: list[Candidate], seeds: list[int], folds: bool) -> list[dict]:
+    """The trials of the stage: every candidate with every seed, as setting values. With folds the i-th seed
+    validates on holdout block i, the same block for every candidate (their differences stay paired). Seed-major
+    order: a worker's trials in a row share their data, which is loaded once."""
+    return [c.settings | {"train.seed": s} | ({"data.val_fold": i} if folds else {})
+            for i, s in enumerate(seeds) for c in cands]
+
+
+def suggester(cands: list[Candidate], seeds: list[int], folds: bool):
     """Optuna distributions spanning the candidates, so an enqueued pair's values come back as they are."""
     columns = {key: [c.settings[key] for c in cands] for key in cands[0].settings} | {"train.seed": seeds}
+    if folds:
+        columns["data.val_fold"] = list(range(len(seeds)))
 
     def suggest(trial: optuna.Trial) -> dict:
         values = {}
@@ -105,16 +129,29 @@ def run_confirm(session: Session, cfg: Settings):
     """Train every (candidate, seed) pair once; then score, choose and record. Returns the ConfirmResult."""
     seeds = [cfg.train.seed + i for i in range(cfg.confirm.seeds)]
     study = session.load_study(STAGE)
-    cands = ([Candidate(**c) for c in json.loads(study.user_attrs[CANDIDATES_ATTR])]
-             if study is not None and CANDIDATES_ATTR in study.user_attrs else candidates(session, cfg.confirm.k))
+    if study is not None and CANDIDATES_ATTR in study.user_attrs:  # a rerun: the pairs the stage began with
+        cands = [Candidate(**c) for c in json.loads(study.user_attrs[CANDIDATES_ATTR])]
+        folds = study.user_attrs.get(FOLDS_ATTR, False)
+    else:
+        cands = candidates(session, cfg.confirm.k, cfg.confirm.min_gap)
+        folds = cfg.confirm.folds and cfg.data.split == "holdout"
+        if folds:  # every seed's block must exist: fail before anything is recorded
+            data = session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold)
+            total = len(data.y_train) + len(data.y_val)
+            if len(seeds) * cfg.data.val_size > total:
+                raise ConfigError(f"confirm.folds validates each seed on its own block of data.val_size "
+                                f"{cfg.data.val_size} images: {len(seeds)} seeds need {len(seeds) * cfg.data.val_size}, "
+                                f"the training batches hold {total}; lower confirm.seeds or data.val_size, or set "
+                                "confirm.folds = false")
     n = len(cands) * len(seeds)
     cfg = cfg.replace({"search.n_trials": n, "search.pruner": "none"})
     study, created = open_study(session, STAGE, cfg)
     if created:
+        study.set_user_attr(FOLDS_ATTR, folds)
         study.set_user_attr(CANDIDATES_ATTR, json.dumps([dataclasses.asdict(c) for c in cands]))
-    stage = start_stage(session, study, STAGE, cfg, suggester(cands, seeds), frozenset({"train.lambda"}),
+    stage = start_stage(session, study, STAGE, cfg, suggester(cands, seeds, folds), frozenset({"train.lambda"}),
                         {"confirm.candidates": json.dumps([c.settings for c in cands])})
-    enqueue_missing(study, [{k.partition(".")[2]: v for k, v in p.items()} for p in pairs(cands, seeds)])
+    enqueue_missing(study, [{k.partition(".")[2]: v for k, v in p.items()} for p in pairs(cands, seeds, folds)])
     run_trials(session, study, stage, n)
     return finish(session, study, stage.parent_run_id, cands, cfg, n)
 
@@ -148,7 +185,8 @@ def scores(study: optuna.Study, cands: list[Candidate]) -> list[Score]:
         runs = [t for t in completed(study)
                 if all(_close(trial_settings(t).get(k), v) for k, v in c.settings.items())]
         if runs:
-            out.append(Score(c, [t.value for t in runs], runs[0].user_attrs.get("n_val", 5000)))
+            blocks = {trial_settings(t).get("data.val_fold", 0) for t in runs}
+            out.append(Score(c, [t.value for t in runs], runs[0].user_attrs.get("n_val", 5000), len(blocks)))
     return out
 
 

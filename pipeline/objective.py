@@ -18,6 +18,11 @@ from pipeline.workers import claim_slot, owner
 SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
 
 
+def data_params(data: Dataset) -> dict:
+    """What a run records of its data: the digest of the exact images and split, and the sizes."""
+    return {"data.digest": data.digest, "data.n_train": len(data.y_train), "data.n_val": len(data.y_val)}
+
+
 @dataclass
 class Stage:
     """What every trial of one stage shares."""
@@ -25,7 +30,7 @@ class Stage:
     name: str
     study_name: str
     cfg: Settings
-    data: Dataset
+    dataset: Callable[[Settings], Dataset]  # a trial's data, by its settings (confirm's seeds validate on folds)
     tracker: Tracker
     parent_run_id: str
     suggest: Callable[[optuna.Trial], dict]  # the trial's setting values ("train.lambda": 0.003, ...)
@@ -43,18 +48,20 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.stage
         claim_slot(trial, s.cfg.search.n_trials)
-        for key, value in (owner() | {"stage": s.name, "n_val": len(s.data.y_val)}).items():
+        for key, value in (owner() | {"stage": s.name}).items():
             trial.set_user_attr(key, value)
         values = s.suggest(trial)
         trial.set_user_attr(SETTINGS_ATTR, values)
         cfg = s.cfg.replace(values)
+        data = s.dataset(cfg)
+        trial.set_user_attr("n_val", len(data.y_val))
         settings = cfg.train_settings()
         trial.set_user_attr("steps_total", settings.total_steps)  # with steps_trained: the compute pruning saved
-        run = self.tracked_run(trial, cfg, values, settings.total_steps)
+        run = self.tracked_run(trial, cfg, values, settings.total_steps, data_params(data))
         try:
             with run:
                 try:
-                    train(s.data.X_train, s.data.y_train, s.data.X_val, s.data.y_val, settings,
+                    train(data.X_train, data.y_train, data.X_val, data.y_val, settings,
                           self.on_checkpoint(trial, run, settings))
                 except DivergedError as e:  # a λ too large is a result, not a crash: the study goes on
                     trial.set_user_attr("diverged_at_step", e.step)
@@ -63,14 +70,14 @@ class Objective:
             self.record(trial, run)
         return run.final_val_accuracy
 
-    def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int) -> TrackedRun:
+    def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: dict) -> TrackedRun:
         s = self.stage
         named = {key.partition(".")[2]: value for key, value in values.items()}
         logs = {f"log10_{key.partition('.')[2]}": math.log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
             s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=describe(values),
             steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},
-            params=cfg.flat() | s.params | named | logs | {"trial": trial.number},
+            params=cfg.flat() | s.params | data | named | logs | {"trial": trial.number},
             parent_run_id=s.parent_run_id, terminal=s.terminal, outcomes=(optuna.TrialPruned,),
         )
         trial.set_user_attr(RUN_ATTR, run.run_id)

@@ -76,10 +76,10 @@ class Session:
         except KeyError:
             return None
 
-    def dataset(self, split: str, val_size: int):
+    def dataset(self, split: str, val_size: int, val_fold: int = 0):
         """The split, loaded and normalised once per process (the coarse and fine stages share it)."""
         folder = sources.resolve(self.stores.data_dir, self.terminal.say)
-        return sources.dataset(folder, split, val_size)
+        return sources.dataset(folder, split, val_size, val_fold)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:

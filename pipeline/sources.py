@@ -41,9 +41,9 @@ def _download_progress(say):
 
 
 @functools.lru_cache(maxsize=1)  # one split at a time: the search split is freed before the final's loads
-def dataset(folder: Path, split: str, val_size: int) -> cifar10.Dataset:
+def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0) -> cifar10.Dataset:
     """Load, split and normalise once per process and split (the coarse and fine stages share it)."""
     try:
-        return cifar10.load_dataset(folder, split=split, val_size=val_size)
+        return cifar10.load_dataset(folder, split=split, val_size=val_size, val_fold=val_fold)
     except cifar10.DataError as e:
         raise UserError(str(e)) from None

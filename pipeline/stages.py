@@ -11,7 +11,7 @@ from pipeline import plots, space
 from pipeline.config import Settings
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, OBJECTIVE, PARENT_ATTR, SEARCH_STAGES
-from pipeline.objective import Objective, Stage
+from pipeline.objective import Objective, Stage, data_params
 from pipeline.results import StageSummary, best_of, completed, lambda_points, stage_metrics, trial_settings, trial_table
 from pipeline.sampling import make_pruner, make_sampler
 from pipeline.session import Session
@@ -101,11 +101,9 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     parent, new_parent = ensure_parent_run(session, study, stage)
     n = cfg.search.n_trials
     done = tally(study)
-    data = None
     params = {"code_version": code_version()}
     if new_parent or done.finished + done.running < n:
-        data = session.dataset(cfg.data.split, cfg.data.val_size)
-        params |= {"data.digest": data.digest, "data.n_train": len(data.y_train), "data.n_val": len(data.y_val)}
+        params |= data_params(session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold))
     if new_parent:
         tracker.log_params(parent, cfg.flat() | params | stage_params)
     tracker.set_tags(parent, {"n_trials": n, NOTE: f"{stage} stage of {session.experiment}: {n} trials"})
@@ -114,7 +112,8 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     close_orphan_runs(session, study, parent)
     if done.finished + done.running < n or tracker.status(parent) != "FINISHED":
         tracker.set_status(parent, "RUNNING")  # (re)opened: a rerun with a larger n_trials continues it
-    return Stage(stage, study.study_name, cfg, data, tracker, parent, suggest, session.terminal, log_scale, params)
+    return Stage(stage, study.study_name, cfg, lambda c: session.dataset(c.data.split, c.data.val_size, c.data.val_fold),
+                 tracker, parent, suggest, session.terminal, log_scale, params)
 
 
 def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int) -> None:

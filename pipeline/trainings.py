@@ -33,7 +33,7 @@ class RunResult:
 def train_run(session: Session, cfg: Settings, name: str, role: str, register: bool = False,
               tags: dict | None = None) -> RunResult:
     """One training with its own MLflow run: params, curves, test accuracy (and the registered model)."""
-    data = session.dataset(cfg.data.split, cfg.data.val_size)
+    data = session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold)
     settings = cfg.train_settings()
     lam = settings.lam
     run = TrackedRun(

@@ -57,6 +57,33 @@ def test_candidates_are_the_best_distinct_completed_lambdas(session):
     assert lambdas(confirm.candidates(session, 10)) == [1e-3, 2e-4, 4e-3, 5e-4, 1e-5]  # fewer than k: all
 
 
+def test_candidates_keep_a_gap_in_log10_lambda(session):
+    hand_made(session, "coarse", [(1e-3, "COMPLETE", 0.500), (1.2e-3, "COMPLETE", 0.499), (4e-3, "COMPLETE", 0.498),
+                                  (5e-3, "COMPLETE", 0.497), (1e-4, "COMPLETE", 0.490), (1.7e-3, "COMPLETE", 0.48)])
+    # 1.2e-3 is 0.08 decade from 1e-3 and 5e-3 0.10 from 4e-3: each a copy of a better candidate.
+    assert lambdas(confirm.candidates(session, 3, min_gap=0.25)) == [1e-3, 4e-3, 1e-4]
+    # 1.7e-3 is 0.23 decade from 1e-3: still too near with a 0.25 gap, far enough with 0.2.
+    assert lambdas(confirm.candidates(session, 10, min_gap=0.25)) == [1e-3, 4e-3, 1e-4]
+    assert lambdas(confirm.candidates(session, 10, min_gap=0.2)) == [1e-3, 4e-3, 1e-4, 1.7e-3]
+    assert lambdas(confirm.candidates(session, 3, min_gap=0.0)) == [1e-3, 1.2e-3, 4e-3]
+
+
+def test_other_settings_make_a_candidate_distinct_whatever_the_gap():
+    a = {"train.lambda": 1e-3, "model.hidden": 50, "train.eta_max": 0.1}
+    assert confirm._near(a, a | {"train.lambda": 1.1e-3}, 0.25)
+    assert not confirm._near(a, a | {"train.lambda": 1.1e-3, "model.hidden": 100}, 0.25)
+    assert not confirm._near(a, a | {"train.eta_max": 0.05}, 0.25)  # 0.30 decade apart
+    assert not confirm._near(a, a | {"train.lambda": 1.1e-3}, 0.0)
+
+
+def test_each_seed_validates_on_its_own_block_shared_by_every_candidate():
+    cands = [cand(1e-3), cand(4e-3), cand(1e-4)]
+    got = confirm.pairs(cands, [7, 8], folds=True)
+    assert [(p["train.lambda"], p["train.seed"], p["data.val_fold"]) for p in got] == [
+        (1e-3, 7, 0), (4e-3, 7, 0), (1e-4, 7, 0), (1e-3, 8, 1), (4e-3, 8, 1), (1e-4, 8, 1)]
+    assert all("data.val_fold" not in p for p in confirm.pairs(cands, [7, 8], folds=False))
+
+
 def test_fewer_distinct_lambdas_than_k(session):
     hand_made(session, "coarse", [(1e-3, "COMPLETE", 0.5), (1e-3, "COMPLETE", 0.4), (1e-1, "PRUNED", 0.3)])
     assert lambdas(confirm.candidates(session, 3)) == [1e-3]
@@ -73,6 +100,8 @@ def test_standard_error_combines_seeds_and_the_validation_sample():
     binomial = 0.51 * 0.49 / 5000
     assert s.mean == pytest.approx(0.51) and s.se == pytest.approx(math.sqrt(seeds + binomial))
     assert Score(cand(1e-3), [0.5], 5000).se == pytest.approx(math.sqrt(0.25 / 5000))  # one seed: binomial only
+    # Each seed on its own block of 5,000: the sampling noise is that of 10,000 images.
+    assert Score(cand(1e-3), [0.52, 0.50], 5000, folds=2).se == pytest.approx(math.sqrt(seeds + 0.51 * 0.49 / 10000))
 
 
 def test_best_mean_and_one_se():
@@ -110,10 +139,13 @@ def test_k_times_r_trials_one_run_each_under_one_parent_and_a_rerun_adds_nothing
     assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
     pairs = {(t.params["lambda"], t.params["seed"]) for t in trials}
     assert len(pairs) == 6 and {s for _, s in pairs} == {0, 1}
+    assert all(t.params["val_fold"] == t.params["seed"] for t in trials)  # seed i validates on block i
     parents = runs_of(folder, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'confirm'")
     assert len(parents) == 1
     children = runs_of(folder, f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
     assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+    digests = {(r.data.params["data.val_fold"], r.data.params["data.digest"]) for r in children}
+    assert len(digests) == 2 and {fold for fold, _ in digests} == {"0", "1"}  # every candidate on the same two
     assert "6 trainings finished, complete" in out["again"]
     artifacts = {a.path for a in client(folder).list_artifacts(parents[0].info.run_id)}
     assert {"candidates.csv", "candidates.png"} <= artifacts
@@ -142,6 +174,8 @@ def test_confirm_before_any_search(project):
     (["--set", "confirm.k=0"], "confirm.k must be ≥ 1"),
     (["--set", "confirm.seeds=0"], "confirm.seeds must be ≥ 1"),
     (["--set", 'confirm.select="median"'], "confirm.select must be one of best-mean, one-se"),
+    (["--set", "confirm.min_gap=-0.1"], "confirm.min_gap must be a number of decades"),
+    (["--set", "confirm.seeds=3"], "3 seeds need 600, the training batches hold 500"),
 ])
 def test_bad_confirm_settings(project, args, match):
     hpsearch("search", "coarse", "--n-trials", "2", "--no-prune")

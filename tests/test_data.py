@@ -37,6 +37,11 @@ def raw_rows(folder: Path, names) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])
 
 
+def raw_batches(folder: Path) -> tuple[list, tuple]:
+    """dataset_digest's inputs: the training batches in order and the test batch, as read from the files."""
+    return [load_batch(folder / name) for name in data.TRAIN_FILES], load_batch(folder / data.TEST_FILE)
+
+
 # ------------------------------------------------------------------------------------------
 # load_batch: round trip and validation
 
@@ -129,6 +134,32 @@ def test_holdout_validates_on_the_last_rows(cifar, val_size):
     # Exact rows: undo the normalisation and compare with the raw images.
     assert_allclose(ds.X_train * ds.std + ds.mean, X[:cut], atol=1e-3)
     assert_allclose(ds.X_val * ds.std + ds.mean, X[cut:], atol=1e-3)
+
+
+@pytest.mark.parametrize("val_size, fold", [(100, 1), (N, 2), (N - 3, 4)])
+def test_a_fold_validates_on_the_block_before_the_last_ones(cifar, val_size, fold):
+    ds = load_dataset(cifar, "holdout", val_size=val_size, val_fold=fold)
+    X, y = raw_rows(cifar, data.TRAIN_FILES)
+    lo, hi = 5 * N - (fold + 1) * val_size, 5 * N - fold * val_size
+    assert_array_equal(ds.y_val, y[lo:hi])
+    assert_array_equal(ds.y_train, np.concatenate([y[:lo], y[hi:]]))  # the rest, in file order
+    assert_allclose(ds.X_val * ds.std + ds.mean, X[lo:hi], atol=1e-3)
+    assert_allclose(ds.X_train * ds.std + ds.mean, np.concatenate([X[:lo], X[hi:]]), atol=1e-3)
+    assert ds.digest != load_dataset(cifar, "holdout", val_size=val_size).digest
+    assert ds.digest == data.dataset_digest(*raw_batches(cifar), val_size=val_size, val_fold=fold)
+
+
+def test_fold_zero_is_the_split_recorded_before_folds(cifar):
+    assert (load_dataset(cifar, "holdout", val_size=100, val_fold=0).digest
+            == load_dataset(cifar, "holdout", val_size=100).digest
+            == data.dataset_digest(*raw_batches(cifar), val_size=100))
+
+
+@pytest.mark.parametrize("val_size, fold, match", [(N, 5, "val_fold 5 of val_size"), (N, -1, "val_fold must be"),
+                                                   (N, 1.0, "val_fold must be"), (2 * N, 3, "val_fold 3 of")])
+def test_a_fold_beyond_the_data(cifar, val_size, fold, match):
+    with pytest.raises(DataError, match=match):
+        load_dataset(cifar, "holdout", val_size=val_size, val_fold=fold)
 
 
 @pytest.mark.parametrize("split, val_size", [("nope", 5000), ("holdout", 0), ("holdout", 50_000),

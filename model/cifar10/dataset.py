@@ -134,44 +134,54 @@ class Dataset:
 Block = tuple[np.ndarray, np.ndarray]  # (X uint8 rows, y int64) of one part of a split
 
 
-def check_split(split: str, val_size: int) -> None:
+def check_split(split: str, val_size: int, val_fold: int = 0) -> None:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if split == "holdout" and (isinstance(val_size, bool) or not isinstance(val_size, int | np.integer)
-                               or not 1 <= val_size <= MAX_VAL_SIZE):
+    if split != "holdout":
+        return
+    if isinstance(val_size, bool) or not isinstance(val_size, int | np.integer) or not 1 <= val_size <= MAX_VAL_SIZE:
         raise DataError(f"val_size must be an integer in 1..{MAX_VAL_SIZE}; got {val_size!r}")
+    folds = (MAX_VAL_SIZE + 1) // val_size  # whole blocks of val_size in the 50,000 training images
+    if isinstance(val_fold, bool) or not isinstance(val_fold, int | np.integer) or not 0 <= val_fold < folds:
+        raise DataError(f"val_fold must be an integer in 0..{folds - 1} with val_size {val_size} (a block of the "
+                        f"training images); got {val_fold!r}")
 
 
-def _holdout_blocks(batches: list[Block], val_size: int, folder: Path) -> tuple[list[Block], list[Block]]:
-    """Split the training batches, in file order, into train rows and the LAST val_size rows."""
+def _holdout_blocks(batches: list[Block], val_size: int, folder: Path, fold: int = 0) -> tuple[list[Block], list[Block]]:
+    """Split the training batches, in file order, into train rows and a block of val_size rows: the last
+    val_size rows for fold 0, the val_size rows before them for fold 1, and so on. Train keeps file order."""
     total = sum(len(y) for _, y in batches)
     if val_size >= total:
         raise DataError(f"{folder}: val_size {val_size} leaves no training images; the training "
                         f"batches hold {total} images, choose a smaller val_size")
-    n_train = total - val_size
+    if (fold + 1) * val_size > total:
+        raise DataError(f"{folder}: val_fold {fold} of val_size {val_size} needs {(fold + 1) * val_size} training "
+                        f"images; the training batches hold {total}, choose a smaller val_fold")
+    lo, hi = total - (fold + 1) * val_size, total - fold * val_size  # the validation rows [lo, hi)
     train: list[Block] = []
     val: list[Block] = []
     start = 0
     for X, y in batches:
-        cut = min(max(n_train - start, 0), len(y))  # rows of this batch that still train
-        if cut > 0:
-            train.append((X[:cut], y[:cut]))
-        if cut < len(y):
-            val.append((X[cut:], y[cut:]))
-        start += len(y)
+        n = len(y)
+        a, b = min(max(lo - start, 0), n), min(max(hi - start, 0), n)  # this batch's validation rows [a, b)
+        for part, i, j in ((train, 0, a), (val, a, b), (train, b, n)):
+            if j > i:
+                part.append((X[i:j], y[i:j]))
+        start += n
     return train, val
 
 
 def _split(batches: list[Block], split: str, val_size: int,
-           folder: str | os.PathLike) -> tuple[list[Block], list[Block]]:
+           folder: str | os.PathLike, fold: int = 0) -> tuple[list[Block], list[Block]]:
     """(train, val) blocks of the training batches (data_batch_1.. in order; exercise needs two)."""
     if split == "exercise":
         return [batches[0]], [batches[1]]
-    return _holdout_blocks(batches, val_size, Path(folder))
+    return _holdout_blocks(batches, val_size, Path(folder), fold)
 
 
-def _hasher(split: str, val: list[Block]) -> Any:
-    return hashlib.sha256(f"cifar-10;split={split};val_size={sum(len(y) for _, y in val)};".encode())
+def _hasher(split: str, val: list[Block], fold: int = 0) -> Any:
+    folded = f"val_fold={fold};" if fold else ""  # fold 0 keeps the digests recorded before folds existed
+    return hashlib.sha256(f"cifar-10;split={split};val_size={sum(len(y) for _, y in val)};{folded}".encode())
 
 
 def _hash_part(h: Any, name: str, blocks: list[Block]) -> None:
@@ -184,15 +194,16 @@ def _hash_part(h: Any, name: str, blocks: list[Block]) -> None:
 
 
 def dataset_digest(train_batches: Sequence[Block], test: Block, split: str = "holdout",
-                   val_size: int = DEFAULT_VAL_SIZE, folder: str | os.PathLike = "") -> str:
+                   val_size: int = DEFAULT_VAL_SIZE, folder: str | os.PathLike = "", val_fold: int = 0) -> str:
     """The digest :func:`load_dataset` records, from the raw batches, without normalising anything.
 
     train_batches: (X uint8 (n, 3072), y) of data_batch_1..5 in order; test: that of test_batch.
     folder only names the data in errors.
     """
-    check_split(split, val_size)
-    train, val = _split(list(train_batches), split, val_size, folder)
-    h = _hasher(split, val)
+    check_split(split, val_size, val_fold)
+    fold = val_fold if split == "holdout" else 0
+    train, val = _split(list(train_batches), split, val_size, folder, fold)
+    h = _hasher(split, val, fold)
     _hash_part(h, "train", train)
     _hash_part(h, "val", val)
     _hash_part(h, "test", [test])
@@ -211,21 +222,24 @@ def _finish_part(blocks: list[Block], mean: np.ndarray, std: np.ndarray) -> tupl
     return standardise(images, mean, std), y
 
 
-def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: int = DEFAULT_VAL_SIZE) -> Dataset:
+def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: int = DEFAULT_VAL_SIZE,
+                 val_fold: int = 0) -> Dataset:
     """Load, split and normalise CIFAR-10 from anything :func:`locate` accepts.
 
-    split "exercise": train data_batch_1, validate data_batch_2 (val_size ignored).
-    split "holdout": the 5 training batches in order; the last val_size images validate, the
-    rest train. Test is always test_batch. Normalisation uses the training part's statistics.
+    split "exercise": train data_batch_1, validate data_batch_2 (val_size, val_fold ignored).
+    split "holdout": the 5 training batches in order; the last val_size images validate (val_fold 0),
+    or the val_fold-th block of val_size images before them, and the rest train. Test is always
+    test_batch. Normalisation uses the training part's statistics.
     """
-    check_split(split, val_size)
+    check_split(split, val_size, val_fold)
+    fold = val_fold if split == "holdout" else 0
     folder = locate(source)
     names = TRAIN_FILES[:2] if split == "exercise" else TRAIN_FILES
-    train, val = _split([load_batch(folder / f) for f in names], split, val_size, folder)
+    train, val = _split([load_batch(folder / f) for f in names], split, val_size, folder, fold)
     n_val = sum(len(y) for _, y in val)
 
     # As dataset_digest hashes, but streaming: the test batch is read after train is normalised.
-    h = _hasher(split, val)
+    h = _hasher(split, val, fold)
     _hash_part(h, "train", train)
     _hash_part(h, "val", val)
     mean, std = feature_stats([X for X, _ in train])
