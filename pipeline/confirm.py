@@ -22,7 +22,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError, UserError
 from pipeline.names import LAMBDA, SEARCH_STAGES
 from pipeline.objective import describe
-from pipeline.results import completed, standard_error, trial_settings
+from pipeline.results import best_trial, completed, standard_error, trial_settings
 from pipeline.sampling import LIVE
 from pipeline.session import Session
 from pipeline.stages import open_study, run_trials, start_stage
@@ -61,22 +61,29 @@ class Score:
 
 def candidates(session: Session, k: int, min_gap: float = 0.0) -> list[Candidate]:
     """The k best distinct settings over the completed coarse and fine trials (ties: coarse first, then the
-    lower trial number); fewer when the searches hold fewer.
+    lower trial number); fewer when the searches hold fewer. When λ is searched, the second is the one-SE
+    rule's pick (the largest λ within one standard error of the best), unless it is the best itself.
 
     Distinct: another value of some setting, where positive floats (λ, η) count as the same value when their
     log10 differ by less than min_gap decades. The searches' scores cannot tell λ apart (they tie within one
     standard error), so their top three often sit within a few percent of one another; the gap spreads the
-    candidates over the tied region instead.
+    candidates over the tied region instead. The longer final budget needs more regularisation than the
+    search's: the one-SE pick keeps the strongest tied λ among the candidates whatever the noise ranked first.
     """
     ranked = []
     for order, stage in enumerate(SEARCH_STAGES):
         study = session.load_study(stage)
         ranked += [(-t.value, order, t.number, stage, t) for t in (completed(study) if study else [])]
+    ranked = [(stage, t) for *_, stage, t in sorted(ranked, key=lambda r: r[:3])]
+    if ranked and all(LAMBDA in t.params for _, t in ranked):
+        pick = trial_settings(best_trial(session, "one-se"))
+        at = next((i for i, (_, t) in enumerate(ranked) if trial_settings(t) == pick), 0)
+        ranked.insert(min(at, 1), ranked.pop(at))
     out: list[Candidate] = []
-    for _, _, number, stage, t in sorted(ranked, key=lambda r: r[:3]):
+    for stage, t in ranked:
         settings = trial_settings(t)
         if not any(_near(settings, c.settings, min_gap) for c in out):
-            out.append(Candidate(settings, f"{stage} trial {number}", t.value))
+            out.append(Candidate(settings, f"{stage} trial {t.number}", t.value))
     if not out:
         raise UserError("no completed coarse or fine trial to confirm: run `hpsearch search coarse` (and fine) first")
     return out[:k]

@@ -60,12 +60,23 @@ def test_candidates_are_the_best_distinct_completed_lambdas(session):
 def test_candidates_keep_a_gap_in_log10_lambda(session):
     hand_made(session, "coarse", [(1e-3, "COMPLETE", 0.500), (1.2e-3, "COMPLETE", 0.499), (4e-3, "COMPLETE", 0.498),
                                   (5e-3, "COMPLETE", 0.497), (1e-4, "COMPLETE", 0.490), (1.7e-3, "COMPLETE", 0.48)])
-    # 1.2e-3 is 0.08 decade from 1e-3 and 5e-3 0.10 from 4e-3: each a copy of a better candidate.
-    assert lambdas(confirm.candidates(session, 3, min_gap=0.25)) == [1e-3, 4e-3, 1e-4]
+    # Second: the one-SE pick, 5e-3 (0.497 is within 0.0071 of 0.500). 1.2e-3 is 0.08 decade from 1e-3 and
+    # 4e-3 0.10 from 5e-3: each a copy of a candidate already taken.
+    assert lambdas(confirm.candidates(session, 3, min_gap=0.25)) == [1e-3, 5e-3, 1e-4]
     # 1.7e-3 is 0.23 decade from 1e-3: still too near with a 0.25 gap, far enough with 0.2.
-    assert lambdas(confirm.candidates(session, 10, min_gap=0.25)) == [1e-3, 4e-3, 1e-4]
-    assert lambdas(confirm.candidates(session, 10, min_gap=0.2)) == [1e-3, 4e-3, 1e-4, 1.7e-3]
-    assert lambdas(confirm.candidates(session, 3, min_gap=0.0)) == [1e-3, 1.2e-3, 4e-3]
+    assert lambdas(confirm.candidates(session, 10, min_gap=0.25)) == [1e-3, 5e-3, 1e-4]
+    assert lambdas(confirm.candidates(session, 10, min_gap=0.2)) == [1e-3, 5e-3, 1e-4, 1.7e-3]
+    assert lambdas(confirm.candidates(session, 3, min_gap=0.0)) == [1e-3, 5e-3, 1.2e-3]
+
+
+def test_the_one_se_pick_is_always_the_second_candidate(session):
+    """The search ranks small λ first by noise; the strongest λ still tied with the best must be confirmed."""
+    hand_made(session, "coarse", [(1e-4, "COMPLETE", 0.500), (2e-4, "COMPLETE", 0.499), (3e-4, "COMPLETE", 0.498),
+                                  (2e-2, "COMPLETE", 0.480)])
+    hand_made(session, "fine", [(6e-3, "COMPLETE", 0.494), (8e-3, "COMPLETE", 0.490)])  # 8e-3: 0.010 below
+    assert lambdas(confirm.candidates(session, 3)) == [1e-4, 6e-3, 2e-4]
+    assert [c.origin for c in confirm.candidates(session, 2)] == ["coarse trial 0", "fine trial 0"]
+    assert lambdas(confirm.candidates(session, 1)) == [1e-4]
 
 
 def test_other_settings_make_a_candidate_distinct_whatever_the_gap():
