@@ -5,8 +5,9 @@
 
 Each round runs, in this order and in fresh scratch folders (copies of studies/): the peer's 10 epochs at
 batch 100 as a whole process; `hpsearch pipeline --no-confirm --jobs 1`; `hpsearch pipeline --jobs 1` (confirm
-included); `hpsearch pipeline --no-confirm --jobs 2`. Ratios are per round, against that round's peer time;
-the medians over rounds are printed with the machine's load. Needs torch (pip install torch==2.13.0).
+included); `hpsearch pipeline --no-confirm --jobs 2`; `hpsearch pipeline --jobs 2` (the default on 2 cores).
+Ratios are per round, against that round's peer time; the medians over rounds are printed with the machine's
+load, and what the confirm stage adds. Needs torch (pip install torch==2.13.0).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def main() -> None:
         helps.append(time.perf_counter() - t)
     print(f"hpsearch --help: median {statistics.median(helps):.3f} s over 5", flush=True)
 
-    rows = {k: [] for k in ("peer", "no_confirm", "default", "no_confirm_jobs2")}
+    rows = {k: [] for k in ("peer", "no_confirm", "default", "no_confirm_jobs2", "default_jobs2")}
     peaks = []
     for r in range(1, a.rounds + 1):
         load = os.getloadavg()[0]
@@ -77,18 +78,21 @@ def main() -> None:
                               "100", "--threads", str(os.cpu_count())], Path.cwd(), env)
         rows["peer"].append(peer)
         for key, extra in (("no_confirm", ["--no-confirm", "--jobs", "1"]), ("default", ["--jobs", "1"]),
-                           ("no_confirm_jobs2", ["--no-confirm", "--jobs", "2"])):
+                           ("no_confirm_jobs2", ["--no-confirm", "--jobs", "2"]), ("default_jobs2", ["--jobs", "2"])):
             wall, peak, _ = timed([*hp, "pipeline", *extra], scratch(), env)
             rows[key].append(wall)
             peaks.append(peak)
         walls = ", ".join(f"{k} {v[-1]:.1f} s = {v[-1] / peer:.2f}×" for k, v in rows.items() if k != "peer")
         print(f"round {r} (load {load:.2f} → {os.getloadavg()[0]:.2f}): peer {peer:.1f} s; {walls}", flush=True)
-    for key, goal in (("no_confirm", 6.0), ("default", 11.0), ("no_confirm_jobs2", 6.0)):
+    for key, goal in (("no_confirm", 6.0), ("default", 11.0), ("no_confirm_jobs2", 6.0), ("default_jobs2", 11.0)):
         ratios = [w / p for w, p in zip(rows[key], rows["peer"], strict=True)]
         print(f"{key:>17}: median {statistics.median(ratios):.2f}× the peer's 10 epochs (goal ≤ {goal}×); "
               f"walls {', '.join(f'{w:.0f}' for w in rows[key])} s")
     jobs = [b / a for a, b in zip(rows["no_confirm"], rows["no_confirm_jobs2"], strict=True)]
     print(f"2 workers × 1 thread / 1 worker × 2 threads: median {statistics.median(jobs):.2f}")
+    for jobs_n, (off, on) in (("1", ("no_confirm", "default")), ("2", ("no_confirm_jobs2", "default_jobs2"))):
+        added = [b - a for a, b in zip(rows[off], rows[on], strict=True)]
+        print(f"the confirm stage adds (--jobs {jobs_n}): median {statistics.median(added):.1f} s (goal ≤ 60 s)")
     print(f"peak RSS of any pipeline process: {max(peaks):.2f} GB (goal ≤ 1.2 GB)")
 
 
