@@ -23,7 +23,7 @@ LAMBDAS = (3e-4, 1.3e-3, 2.5e-3, 5e-3, 1e-2)
 
 def run(lam: float, seed: int, fold: int) -> tuple[float, int, float, float]:
     sys.path.insert(0, str(ROOT))
-    from model import cifar10, network
+    from model import network
     from model.train import train
     from pipeline import config, sources
 
@@ -46,7 +46,7 @@ def main() -> None:
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"  # before the workers load NumPy
     pairs = [(lam, seed) for seed in range(a.seeds) for lam in a.lambdas]
     with ProcessPoolExecutor(a.jobs) as pool:
-        done = list(pool.map(run, *zip(*pairs), [a.fold] * len(pairs)))
+        done = list(pool.map(run, *zip(*pairs, strict=True), [a.fold] * len(pairs)))
     print(f"validation block {a.fold}, {a.seeds} seeds, the confirm stage's schedule")
     print(f"{'λ':>8}  {'val acc % (mean ± SE)':<22} {'test acc % (mean ± SE)':<22}")
     for lam in a.lambdas:

@@ -110,7 +110,7 @@ class ConfirmSection:
     k: int = 3  # candidates: the k best distinct searched settings
     seeds: int = 2  # trainings per candidate, seeds train.seed, train.seed + 1, ...
     select: str = "best-mean"  # or "one-se": the largest λ within one standard error of the best mean
-    folds: bool = True  # the i-th seed validates on holdout block i (data.val_fold), so scores span seeds × val_size images
+    folds: bool = True  # seed i validates on holdout block i (data.val_fold): scores span seeds × val_size images
     min_gap: float = 0.25  # decades: candidates' log-scale values differ by at least this much from each other
 
     def __post_init__(self):

@@ -145,11 +145,12 @@ def run_confirm(session: Session, cfg: Settings):
         if folds:  # every seed's block must exist: fail before anything is recorded
             data = session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold)
             total = len(data.y_train) + len(data.y_val)
-            if len(seeds) * cfg.data.val_size > total:
+            need = len(seeds) * cfg.data.val_size
+            if need > total:
                 raise ConfigError(f"confirm.folds validates each seed on its own block of data.val_size "
-                                f"{cfg.data.val_size} images: {len(seeds)} seeds need {len(seeds) * cfg.data.val_size}, "
-                                f"the training batches hold {total}; lower confirm.seeds or data.val_size, or set "
-                                "confirm.folds = false")
+                                  f"{cfg.data.val_size} images: {len(seeds)} seeds need {need}, the training "
+                                  f"batches hold {total}; lower confirm.seeds or data.val_size, or set "
+                                  "confirm.folds = false")
     n = len(cands) * len(seeds)
     cfg = cfg.replace({"search.n_trials": n, "search.pruner": "none"})
     study, created = open_study(session, STAGE, cfg)

@@ -112,8 +112,10 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     close_orphan_runs(session, study, parent)
     if done.finished + done.running < n or tracker.status(parent) != "FINISHED":
         tracker.set_status(parent, "RUNNING")  # (re)opened: a rerun with a larger n_trials continues it
-    return Stage(stage, study.study_name, cfg, lambda c: session.dataset(c.data.split, c.data.val_size, c.data.val_fold),
-                 tracker, parent, suggest, session.terminal, log_scale, params)
+    def dataset(c: Settings):  # a trial's data by its settings: confirm's seeds validate on their own blocks
+        return session.dataset(c.data.split, c.data.val_size, c.data.val_fold)
+
+    return Stage(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale, params)
 
 
 def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int) -> None:

@@ -147,7 +147,8 @@ def check_split(split: str, val_size: int, val_fold: int = 0) -> None:
                         f"training images); got {val_fold!r}")
 
 
-def _holdout_blocks(batches: list[Block], val_size: int, folder: Path, fold: int = 0) -> tuple[list[Block], list[Block]]:
+def _holdout_blocks(batches: list[Block], val_size: int, folder: Path,
+                    fold: int = 0) -> tuple[list[Block], list[Block]]:
     """Split the training batches, in file order, into train rows and a block of val_size rows: the last
     val_size rows for fold 0, the val_size rows before them for fold 1, and so on. Train keeps file order."""
     total = sum(len(y) for _, y in batches)
