@@ -94,7 +94,8 @@ def main() -> None:
         added = [b - a for a, b in zip(rows[off], rows[on], strict=True)]
         print(f"the confirm stage adds (--jobs {jobs_n}): median {statistics.median(added):.1f} s (goal ≤ 60 s)")
     print(f"peak RSS of the largest pipeline process: {max(peaks):.2f} GB (`pipeline --jobs 1` holds the search "
-          "split, then the final's; the goal, ≤ 1.2 GB, is a search process's: /usr/bin/time -f %M hpsearch search coarse)")
+          "split, then the final's; the goal, ≤ 1.2 GB, is a search process's: "
+          "/usr/bin/time -f %M hpsearch search coarse)")
 
 
 if __name__ == "__main__":
