@@ -16,7 +16,7 @@ from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORAGE, DEFAULT_TRACKING
 
 # NumPy asks the kernel for transparent huge pages on every large array (madvise). Where the kernel then
 # compacts memory synchronously (THP "madvise" with defrag "madvise", as on this project's 2-core VMs),
-# loading CIFAR-10 took 11.3 s instead of 1.9 s, and training speed was the same either way (README, Speed).
+# loading CIFAR-10 took 11.3 s instead of 1.9 s, and training speed was the same either way (docs/speed.md).
 # Read once, when NumPy is imported, which no command has done yet; a user's own setting wins, and workers
 # inherit it.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
