@@ -9,6 +9,9 @@ from __future__ import annotations
 DEFAULT_STORAGE = "studies/optuna.journal"  # a journal file: safe for parallel processes on one machine
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLflow 3.13+ refuses the plain file store
 DEFAULT_EXPERIMENT = "cifar10-lambda"
+# The environment variables the CLI's global options and the Python API read.
+DATA_ENV, STORAGE_ENV, TRACKING_ENV, EXPERIMENT_ENV = (
+    "HPSEARCH_DATA", "HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT")
 UI_PORT = 5000  # `hpsearch ui` and the links that `hpsearch compare` prints
 
 MODEL_NAME = "cifar10-mlp"

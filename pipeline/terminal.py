@@ -38,6 +38,13 @@ class Lines:
         self.say(f"[{label}] {state}{val} in {took:.1f} s ({done}/{total} finished{top})")
 
 
+class Silent(Lines):
+    """Nothing at all: the Python API's default."""
+
+    def say(self, text: str) -> None:
+        pass
+
+
 class Bars(Lines):
     """Two rich progress bars: trials of the stage (done/total, best so far) and steps of the current trial."""
 

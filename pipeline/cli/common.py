@@ -5,14 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.errors import Terminated, UserError
-from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from pipeline.names import (
+    DATA_ENV,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING_URI,
+    EXPERIMENT_ENV,
+    STORAGE_ENV,
+    TRACKING_ENV,
+)
 
 # NumPy asks the kernel for transparent huge pages on every large array (madvise). Where the kernel then
 # compacts memory synchronously (THP "madvise" with defrag "madvise", as on this project's 2-core VMs),
@@ -55,69 +62,39 @@ OpenOpt = Annotated[bool, typer.Option("--open", help="Open the page in the web 
 def main_options(
     ctx: typer.Context,
     data_dir: Annotated[
-        Path | None, typer.Option(envvar="HPSEARCH_DATA", help="CIFAR-10 folder or archive; downloads when unset.")
+        Path | None, typer.Option(envvar=DATA_ENV, help="CIFAR-10 folder or archive; downloads when unset.")
     ] = None,
     storage: Annotated[
-        str, typer.Option(envvar="HPSEARCH_STORAGE", help="Optuna storage: a journal file path or a database URL.")
+        str, typer.Option(envvar=STORAGE_ENV, help="Optuna storage: a journal file path or a database URL.")
     ] = DEFAULT_STORAGE,
     tracking_uri: Annotated[
         str | None,
-        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.", show_default=DEFAULT_TRACKING_URI),
+        typer.Option(envvar=TRACKING_ENV, help="MLflow tracking URI.", show_default=DEFAULT_TRACKING_URI),
     ] = None,
     experiment: Annotated[
-        str, typer.Option(envvar="HPSEARCH_EXPERIMENT", help="MLflow experiment and study prefix.")
+        str, typer.Option(envvar=EXPERIMENT_ENV, help="MLflow experiment and study prefix.")
     ] = DEFAULT_EXPERIMENT,
 ) -> None:
     """Search λ (coarse → fine), train the final model, and compare runs in the MLflow UI."""
+    from pipeline.api import quiet_libraries
     from pipeline.session import Stores
 
     quiet_libraries()
     ctx.obj = Stores(data_dir, storage, tracking_uri, experiment)
 
 
-def quiet_libraries() -> None:
-    """The process-wide settings of the command line, made here and nowhere else: our own lines say what
-    happened, so Optuna's and MLflow's INFO logs and experimental warnings stay quiet, MLflow prints no
-    "View run at <tracking URI>" lines (the URI may hold a password), and an unreachable MLflow server fails
-    in seconds instead of retrying for minutes."""
-    import logging
-
-    for key, value in {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                       "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
-        os.environ.setdefault(key, value)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case MLflow was imported before: tests, notebooks
-    logging.getLogger("optuna").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=r".*is (an )?experimental")  # QMCSampler, heartbeats, metric names
-
-
 @contextlib.contextmanager
 def session(ctx: typer.Context, progress: bool = True):
     """A Session for the command; any error a user can cause becomes one line and an exit code."""
     with errors():
+        from pipeline.api import naming_the_tracking_server
         from pipeline.session import Session
         from pipeline.terminal import Lines, open_terminal
 
         with open_terminal() if progress else Lines() as terminal:
             s = Session(ctx.obj, terminal)
-            with _naming_the_tracking_server(s):
+            with naming_the_tracking_server(s):
                 yield s
-
-
-@contextlib.contextmanager
-def _naming_the_tracking_server(s):
-    """A request that an MLflow tracking server failed (an HTTP error, a proxy's page) says which server."""
-    from mlflow.exceptions import MlflowException
-
-    from pipeline.urls import is_http
-
-    try:
-        yield
-    except MlflowException as e:
-        if not is_http(s.tracking_uri):
-            raise
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise UserError(f"MLflow tracking server {s.shown_tracking} failed a request: {first[:300]}") from None
 
 
 @contextlib.contextmanager
@@ -154,8 +131,6 @@ def fail(message: str, code: int):
 
 def settings(stage: str, config: Path | None = None, sets: list[str] | None = None, typed: dict | None = None):
     """The stage's settings file with --set strings and typed options ("search.n_trials": 3) applied."""
-    from pipeline import config as cfgmod
+    from pipeline.api import load_settings
 
-    overrides = dict(cfgmod.parse_override(item) for item in sets or [])
-    overrides |= {key: value for key, value in (typed or {}).items() if value is not None}
-    return cfgmod.load(stage, config, overrides)
+    return load_settings(stage, config, typed, sets)

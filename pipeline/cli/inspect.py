@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.common import JsonOpt, OpenOpt, PortOpt, app, errors, session
-from pipeline.errors import UserError
 from pipeline.names import UI_PORT
 
 data_app = typer.Typer(help="Look at the CIFAR-10 files themselves.", no_args_is_help=True)
@@ -23,16 +22,14 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     Example: hpsearch report --json
     """
     with session(ctx, progress=False) as s:
-        from pipeline.results import report_json, stage_tables
+        from pipeline.api import Project
 
-        tables = stage_tables(s)
-        if not tables:
-            raise UserError(f"no search study in {s.shown_storage}; run `hpsearch search coarse` first")
-        doc = report_json(s, tables)
+        result = Project.of(s).report()
+        doc = result.json
         if as_json:
             typer.echo(json.dumps(doc, indent=2))
             return
-        for stage, table in tables.items():
+        for stage, table in result.tables.items():
             typer.echo(f"\n{s.study_name(stage)}")
             typer.echo(table.drop(columns=["reason"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         if best := doc["best"]:
@@ -55,9 +52,9 @@ def predict(
     Example: hpsearch predict cat.png ship.jpg
     """
     with session(ctx, progress=False) as s:
-        from pipeline.predict import predict_files
+        from pipeline.api import Project
 
-        result = predict_files(s.tracking_uri, images)
+        result = Project.of(s).predict_files(images)
     for line in result.errors:
         typer.echo(f"error: {line}", err=True)
     if as_json or len(result.names):

@@ -27,12 +27,12 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
 
 def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1):
     with session(ctx) as s:
-        from pipeline.stages import run_search
+        from pipeline.api import Project
 
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
         if jobs > 1:
             work(ctx, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs)
-        print_summary(run_search(s, stage, cfg))  # after workers: the summary of the stage they completed
+        print_summary(Project.of(s).search(stage, settings=cfg))  # after workers: the stage they completed
 
 
 def work(ctx, args: list[str], jobs: int) -> None:
@@ -93,12 +93,12 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
     Example: hpsearch search confirm --set confirm.seeds=3
     """
     with session(ctx) as s:
-        from pipeline.confirm import run_confirm
+        from pipeline.api import Project
 
         cfg = settings("confirm", config, set_)
         if jobs > 1:
             work(ctx, ["search", "confirm", *_args(config, set_)], jobs)
-        print_confirm(run_confirm(s, cfg))
+        print_confirm(Project.of(s).confirm(settings=cfg))
 
 
 def print_confirm(result) -> None:

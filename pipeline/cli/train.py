@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.common import ConfigOpt, SetOpt, app, session, settings
-from pipeline.errors import UserError
 
 
 def print_run(result) -> None:
@@ -43,9 +42,10 @@ def train_final(
     Example: hpsearch train-final
     """
     with session(ctx) as s:
-        from pipeline.trainings import train_final as run
+        from pipeline.api import Project
 
-        print_run(run(s, settings("final", config, set_, {"search.select": select}), lam, force, not no_confirm))
+        cfg = settings("final", config, set_, {"search.select": select})
+        print_run(Project.of(s).train_final(lam, force=force, confirmed=not no_confirm, settings=cfg))
 
 
 @app.command("train")
@@ -60,12 +60,9 @@ def train_one(
     Example: hpsearch train --config studies/exercise-1.toml
     """
     with session(ctx) as s:
-        from pipeline.trainings import train_run
+        from pipeline.api import Project
 
-        if lam is not None and lam < 0:
-            raise UserError(f"--lambda must be ≥ 0; got {lam}")
-        cfg = settings(config.stem, config, set_, {"train.lambda": lam})
-        print_run(train_run(s, cfg, config.stem, role="single"))
+        print_run(Project.of(s).train(config, lam, sets=set_))
 
 
 @app.command("gradcheck")
