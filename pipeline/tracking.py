@@ -7,7 +7,6 @@ and workers never mix up their runs. `TrackedRun` is the one lifecycle every tra
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import subprocess
 import tempfile
@@ -43,17 +42,6 @@ def code_version() -> str:
         return "unknown"
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock between processes on this machine (released when the process dies)."""
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class Tracker:
     """The project's MLflow experiment, its stage (parent) runs and training (child) runs."""
 
@@ -77,7 +65,9 @@ class Tracker:
 
     def lock(self):
         """A lock between local processes sharing a sqlite store (a no-op for a server)."""
-        return file_lock(self.lock_path) if self.lock_path is not None else contextlib.nullcontext()
+        from filelock import FileLock  # flock on POSIX: released when the process dies
+
+        return FileLock(self.lock_path) if self.lock_path is not None else contextlib.nullcontext()
 
     def _experiment(self, name: str) -> str:
         """The experiment's id, created when missing, with the tags the MLflow UI opens its runs view from."""

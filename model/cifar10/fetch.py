@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -82,20 +81,22 @@ def _complete(folder: Path) -> bool:
 def _locked(folder: Path):
     """Hold an exclusive lock on folder's lock file: one download or extraction at a time per folder.
 
-    flock belongs to the open file, so every call opens its own (threads exclude each other too),
-    and the kernel drops it when a process dies: no stale lock to clean up.
+    filelock's FileLock (flock on POSIX, LockFileEx on Windows): every call opens its own lock file, so threads
+    exclude each other too, and the system drops it when a process dies: no stale lock to clean up.
     """
+    from filelock import FileLock  # imported here: reading batches needs no lock
+
+    lock = FileLock(folder / LOCK_NAME, mode=0o644)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.acquire()
     except OSError as e:
         raise DataError(f"{folder}: cannot lock the folder for download or extraction: "
                         f"{e.strerror or e}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def _from_archive(archive: Path) -> Path:
