@@ -24,6 +24,7 @@ VIEW_TAG = "mlflow.sharedViewState."  # + the view's key
 STAGES, RANKED = "hpsearch-stages", "hpsearch-ranked"  # our saved views
 ACCURACY = f"metrics.`best_{OBJECTIVE}`"  # stage runs, trials and the final run all log it
 STATE = f"tags.`{TAG_PREFIX}.state`"
+DATASET = "attributes.`Dataset`"  # each training's dataset input (data_input.py): shown only when selected
 
 
 def ui_base(tracking_uri: str, port: int) -> str:
@@ -57,10 +58,11 @@ def experiment_tags(created_ms: int) -> dict[str, str]:
     stages = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False, "startTime": "ALL",
               "lifecycleFilter": "Active", "modelVersionFilter": "All Runs", "datasetsFilter": [],
               "runsHiddenMode": "SHOW_ALL", "selectedColumns": [
-                  ACCURACY, f"metrics.`best_{LAMBDA}`", "metrics.`test_accuracy`", f"params.`{LAMBDA}`", STATE]}
+                  ACCURACY, f"metrics.`best_{LAMBDA}`", "metrics.`test_accuracy`", f"params.`{LAMBDA}`", STATE,
+                  DATASET]}
     ranked = stages | {"searchFilter": f"tags.`{TAG_PREFIX}.role` = 'trial'", "orderByKey": ACCURACY,
                        "selectedColumns": [ACCURACY, f"params.`{LAMBDA}`", f"params.`log10_{LAMBDA}`",
-                                           f"tags.`{TAG_PREFIX}.stage`", STATE]}
+                                           f"tags.`{TAG_PREFIX}.stage`", STATE, DATASET]}
     views = {STAGES: ("hpsearch: stages, trials nested", stages), RANKED: ("hpsearch: trials by best val acc", ranked)}
     tags = {KIND_TAG: KIND}
     for key, (name, state) in views.items():

@@ -11,6 +11,7 @@ import optuna
 from model.cifar10 import Dataset
 from model.train import DivergedError, train
 from pipeline.config import Settings
+from pipeline.data_input import DataInput
 from pipeline.names import OBJECTIVE, RUN_ATTR
 from pipeline.tracking import TrackedRun, Tracker
 from pipeline.workers import claim_slot, owner
@@ -37,6 +38,7 @@ class Stage:
     terminal: object
     log_scale: frozenset = frozenset()  # settings whose log10 the runs also log (MLflow plots linearly)
     params: dict = field(default_factory=dict)  # logged on every trial's run besides its settings
+    data_origin: str = ""  # the data folder or the download URL: the source of every run's dataset input
 
 
 class Objective:
@@ -57,7 +59,8 @@ class Objective:
         trial.set_user_attr("n_val", len(data.y_val))
         settings = cfg.train_settings()
         trial.set_user_attr("steps_total", settings.total_steps)  # with steps_trained: the compute pruning saved
-        run = self.tracked_run(trial, cfg, values, settings.total_steps, data_params(data))
+        run = self.tracked_run(trial, cfg, values, settings.total_steps, DataInput(data, cfg.data.val_fold,
+                                                                                   s.data_origin))
         try:
             with run:
                 try:
@@ -70,14 +73,14 @@ class Objective:
             self.record(trial, run)
         return run.final_val_accuracy
 
-    def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: dict) -> TrackedRun:
+    def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: DataInput) -> TrackedRun:
         s = self.stage
         named = {key.partition(".")[2]: value for key, value in values.items()}
         logs = {f"log10_{key.partition('.')[2]}": math.log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
             s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=describe(values),
             steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},
-            params=cfg.flat() | s.params | data | named | logs | {"trial": trial.number},
+            params=cfg.flat() | s.params | data_params(data.data) | named | logs | {"trial": trial.number}, data=data,
             parent_run_id=s.parent_run_id, terminal=s.terminal, outcomes=(optuna.TrialPruned,),
         )
         trial.set_user_attr(RUN_ATTR, run.run_id)

@@ -76,6 +76,11 @@ class Session:
         except KeyError:
             return None
 
+    @property
+    def data_origin(self) -> str:
+        """The data folder given, or the URL the data is downloaded from (what runs record as their source)."""
+        return sources.origin(self.stores.data_dir)
+
     def dataset(self, split: str, val_size: int, val_fold: int = 0):
         """The split, loaded and normalised once per process (the coarse and fine stages share it)."""
         folder = sources.resolve(self.stores.data_dir, self.terminal.say)

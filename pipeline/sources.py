@@ -21,6 +21,13 @@ def resolve(data_dir: Path | None, say=None) -> Path:
         raise UserError(f"{e} {_HINT_OPTION}") from None
 
 
+def origin(data_dir: Path | None) -> str:
+    """Where the data comes from, as runs record it: the data folder given, else the URL it is downloaded from."""
+    if data_dir is None:
+        return cifar10.fetch.URL  # read at call time, as the download does: a mirror is configured by setting it
+    return str(Path(data_dir).expanduser().absolute())
+
+
 def _download_progress(say):
     """Reports a download in steps of 10 %; its first call says that a download started at all."""
     last = [None]

@@ -115,7 +115,8 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     def dataset(c: Settings):  # a trial's data by its settings: confirm's seeds validate on their own blocks
         return session.dataset(c.data.split, c.data.val_size, c.data.val_fold)
 
-    return Stage(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale, params)
+    return Stage(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale, params,
+                 session.data_origin)
 
 
 def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline import links, plots
+from pipeline.data_input import DataInput
 from pipeline.errors import UserError
 from pipeline.names import TAG_PREFIX
 from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
@@ -190,7 +191,8 @@ class MetricBuffer:
 class TrackedRun:
     """One training's MLflow run from creation to a terminal status, whatever ends it.
 
-    Use as a context manager around the training and pass `checkpoint` as its callback. On exit:
+    Created with its params and its data as an MLflow dataset input (data_input.py). Use as a context manager
+    around the training and pass `checkpoint` as its callback. On exit:
     no exception → FINISHED, state COMPLETE; an exception listed in `outcomes` (a pruned trial) →
     FINISHED, state PRUNED with the reason; Ctrl-C or SIGTERM → KILLED; anything else → FAILED with the
     reason. In every case the buffered metrics, best/final validation accuracy, the curves figure, the
@@ -198,13 +200,14 @@ class TrackedRun:
     """
 
     def __init__(self, tracker: Tracker, name: str, *, what: str, values: str, steps: int,
-                 tags: Mapping[str, object], params: Mapping[str, object], parent_run_id: str | None = None,
-                 terminal=None, outcomes: tuple[type[BaseException], ...] = ()):
+                 tags: Mapping[str, object], params: Mapping[str, object], data: DataInput,
+                 parent_run_id: str | None = None, terminal=None, outcomes: tuple[type[BaseException], ...] = ()):
         self.tracker, self.name, self.terminal, self.outcomes = tracker, name, terminal, outcomes
         self.describe, self.values, self.steps = f"{what}, {values}", values, steps
         self.run_id = tracker.create_run(name, {**tags, "state": "RUNNING"}, parent_run_id=parent_run_id)
         tracker.set_tags(self.run_id, {NOTE: f"{self.describe}: running"})
         tracker.log_params(self.run_id, params)
+        tracker.client.log_inputs(self.run_id, datasets=[data.entity()])  # the runs view's Datasets column
         self.metrics = MetricBuffer(tracker.client, self.run_id)
         self.history: dict[str, list] = {"step": []}
         self.state = self.reason = None

@@ -11,6 +11,7 @@ from model.train import DivergedError, train
 from pipeline import registry
 from pipeline.config import Settings
 from pipeline.confirm import chosen_settings
+from pipeline.data_input import DataInput
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME
 from pipeline.objective import describe
@@ -43,7 +44,7 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
                                 LAMBDA: lam, "data.digest": data.digest,
                              "data.n_train": len(data.y_train), "data.n_val": len(data.y_val),
                              "code_version": code_version(), "config": cfg.source},
-        terminal=session.terminal,
+        data=DataInput(data, cfg.data.val_fold, session.data_origin), terminal=session.terminal,
     )
     try:
         with run:

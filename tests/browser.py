@@ -33,6 +33,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 TIMEOUT_MS = 60_000  # a first page load compiles the UI's bundle: slow on a busy 2-core machine
 RUN_NAME_CELL = '[col-id="attributes.`Run Name`"]'
+DATASETS_CELL = '[col-id="attributes.`Dataset`"]'
 # The MLflow Assistant panel opens by itself on a browser's first visit and takes a third of the page; these
 # are the UI's own local-storage flags (key_v1) for "already auto-opened once" and "panel closed".
 QUIET_ASSISTANT = """
@@ -90,6 +91,15 @@ def run_row(page, name: str):
 
 def run_names(page) -> list[str]:
     return [t.strip() for t in page.locator(f"{RUN_NAME_CELL} a").all_inner_texts()]
+
+
+def dataset_names(page, name: str) -> list[str]:
+    """The dataset inputs the runs table's Datasets column shows for the run named `name`."""
+    # The grid draws a row in parts (the pinned name column, the scrolling rest) that share its row-index.
+    index = run_row(page, name).first.get_attribute("row-index")
+    cell = page.locator(f'[role="row"][row-index="{index}"] {DATASETS_CELL}').first
+    cell.wait_for()
+    return re.findall(r"cifar10-[\w-]+", cell.inner_text())
 
 
 def expand(page, stage: str) -> None:

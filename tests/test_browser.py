@@ -61,6 +61,9 @@ def test_ui_lands_on_the_stage_runs_and_compares_on_log10_lambda(store, page):
             assert page.get_by_test_id(f"sort-header-{column}").count(), f"no column {column}"
         browser.expand(page, "coarse")
         assert browser.run_names(page) == ["final", "fine", "coarse", "coarse-2", "coarse-1", "coarse-0"]
+        for run, dataset in (("final", "cifar10-holdout-val100"), ("coarse-0", "cifar10-holdout-val200")):
+            assert browser.dataset_names(page, run) == [dataset], f"the Datasets column of {run}"
+        assert browser.dataset_names(page, "coarse") == [], "a stage run trains nothing: no dataset"
 
         browser.open_runs(page, ui.ranked_url)
         names = browser.run_names(page)
