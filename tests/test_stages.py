@@ -51,6 +51,22 @@ def test_storage_urls(tmp_path):
     assert redact("postgresql+psycopg2://u:pw@h/db") == "postgresql+psycopg2://u:***@h/db"
 
 
+def test_a_journal_lock_left_by_a_killed_writer_can_be_judged_stale(tmp_path, monkeypatch):
+    """Optuna's journal lock is a symlink to the journal. A process killed while writing leaves it behind, and
+    the next writer releases it once the journal has been still for the grace period, judged by stat() through
+    the link. With a relative journal path the link dangled (it resolves from its own folder): stat failed, and
+    every later command spun at full CPU forever."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    monkeypatch.chdir(tmp_path)
+    study = optuna.create_study(study_name="s", storage=open_storage("studies/optuna.journal"))
+    monkeypatch.setattr(JournalFileSymlinkLock, "release", lambda self: None)  # killed while holding the lock
+    study.set_user_attr("written", True)
+    lock = tmp_path / "studies/optuna.journal.lock"
+    assert lock.is_symlink(), "the lock is where Optuna's writer left it"
+    assert lock.resolve() == (tmp_path / "studies/optuna.journal").resolve() and lock.stat().st_mtime > 0
+
+
 def test_pid_alive_tells_dead_and_zombie_processes():
     assert pid_alive(os.getpid())
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
