@@ -98,7 +98,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             raise UserError(f"Optuna storage file {path} cannot be written ({e.strerror})") from None
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        # Absolute: Optuna's lock is a symlink to this path, resolved from its own folder; a relative one dangles,
+        # and a lock left by a killed process then spins the next writer forever instead of expiring.
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path.resolve())))
     scheme = url.split("://", 1)[0].lower()
     if scheme.split("+")[0] not in RDB_SCHEMES:
         raise UserError(

@@ -38,6 +38,19 @@ def _stop_what_the_test_started(monkeypatch):
                 os.kill(pid, signal.SIGKILL)
 
 
+def started_by_this_test() -> dict[int, tuple[list[str], dict[str, str]]]:
+    """The processes this test started that run now: pid -> (argv, environment at start), read from /proc."""
+    found = {}
+    for pid in _carrying(f"{TOKEN_VAR}={os.environ[TOKEN_VAR]}".encode()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            pairs = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # it ended meanwhile
+            continue
+        found[pid] = argv, dict(kv.split("=", 1) for kv in pairs if "=" in kv)
+    return found
+
+
 def _carrying(marker: bytes) -> list[int]:
     me, found = os.getpid(), []
     for entry in Path("/proc").iterdir():

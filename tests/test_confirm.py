@@ -134,7 +134,9 @@ def confirmed(tmp_path_factory, cifar_dir):
         hpsearch("search", "coarse", "--n-trials", "4", "--no-prune")
         hpsearch("search", "fine", "--n-trials", "2", "--no-prune")
         out = {"first": hpsearch("search", "confirm").output, "again": hpsearch("search", "confirm").output,
-               "final": hpsearch("train-final").output, "old": hpsearch("train-final", "--no-confirm").output}
+               "final": hpsearch("train-final").output,
+               # --force: a training, which names where its λ came from, even if confirm chose the same λ
+               "old": hpsearch("train-final", "--no-confirm", "--force").output}
         yield folder, out
 
 
@@ -172,7 +174,11 @@ def test_train_final_takes_confirms_choice_and_the_old_rule_without_it(confirmed
     from pipeline.results import best_trial
 
     best = best_trial(Session(Stores(storage_url=str(folder / STORAGE))))
-    assert f"λ = {best.params['lambda']:.4g}" in out["old"] and "val acc" in out["old"]
+    source = f"{best.user_attrs['stage']} trial {best.number}, val acc {best.value:.4f}: best"
+    assert f"({source})" in out["old"] and "confirm" not in out["old"], out["old"]
+    assert f"λ = {best.params['lambda']:.4g}" in out["old"]
+    (old,) = runs_of(folder, f"tags.`hpsearch.lambda_source` = '{source}'")
+    assert old.info.run_id in out["old"] and old.info.run_id not in out["final"]
 
 
 # ---- bad input: one line, nothing recorded changes --------------------------------------------

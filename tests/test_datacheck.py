@@ -88,7 +88,7 @@ def test_200_mutants_in_under_30_seconds(tmp_path):
     base = pickle.dumps({b"data": X, b"labels": [int(v) for v in y], b"filenames": [b"x.png"] * 20}, protocol=2)
     folder = tmp_path / "mutants"
     folder.mkdir()
-    for i, raw in enumerate(mutants(base, X.tobytes(), np.random.default_rng(7), 200)):
+    for i, raw in enumerate(mutants(base, np.random.default_rng(7), 200)):
         (folder / f"m{i:03d}").write_bytes(raw)
     start = time.perf_counter()
     result = hpsearch("data", "check", str(folder), code=1)

@@ -2,34 +2,93 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
+import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline.local_workers import THREAD_VARS, worker_env
-from pipeline.session import Stores
-from tests.conftest import hpsearch
-from tests.test_confirm import study_of
-from tests.test_reliability import child_runs
+from pipeline.session import Stores, open_storage
+from tests.conftest import hpsearch, started_by_this_test
+
+# Seconds per trial (2,400 update steps): a worker that starts a few seconds after the other still
+# finds trials left, however busy the machine; with n_s = 10 one worker could take all five.
+LONGER_TRIALS = ("--set", "train.n_s=600")
+STORE_VARS = ("HPSEARCH_DATA", "HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT")
 
 
-def test_each_worker_gets_its_share_of_the_cores_and_the_stores_by_environment(monkeypatch):
+def test_each_worker_gets_its_share_of_the_cores_and_the_stores_by_environment(monkeypatch, tmp_path):
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    stores = Stores(storage_url="postgresql://u:SECRET@h/db", tracking_uri="http://u:SECRET@h:5000", experiment="x")
+    for var in STORE_VARS:  # what the workers get must come from the stores, not from our own environment
+        monkeypatch.delenv(var, raising=False)
+    stores = Stores(data_dir=tmp_path / "cifar", storage_url="postgresql://u:SECRET@h/db",
+                    tracking_uri="http://u:SECRET@h:5000", experiment="x")
     env = worker_env(stores, 4)
     assert all(env[v] == "2" for v in THREAD_VARS)
-    assert env["HPSEARCH_STORAGE"] == stores.storage_url and env["MLFLOW_TRACKING_URI"] == stores.tracking_uri
-    assert env["HPSEARCH_EXPERIMENT"] == "x" and "HPSEARCH_DATA" not in env or env["HPSEARCH_DATA"]
-    assert worker_env(stores, 16)["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["HPSEARCH_STORAGE"] == stores.storage_url
+    assert env["MLFLOW_TRACKING_URI"] == stores.tracking_uri
+    assert env["HPSEARCH_EXPERIMENT"] == "x"
+    assert env["HPSEARCH_DATA"] == str(tmp_path / "cifar")
+    defaults = worker_env(Stores(), 16)  # nothing given: each worker finds the same defaults itself
+    assert defaults["OPENBLAS_NUM_THREADS"] == "1"
+    assert "HPSEARCH_DATA" not in defaults and "MLFLOW_TRACKING_URI" not in defaults
+
+
+class Watch:
+    """Every process this test starts, with its argv and its environment, recorded while a command runs."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[list[str], dict[str, str]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid, found in started_by_this_test().items():
+                self.seen.setdefault(pid, found)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @pytest.mark.slow
-def test_jobs_2_finish_exactly_n_trials_with_one_run_each(project):
-    out = hpsearch("search", "coarse", "--n-trials", "5", "--jobs", "2").output
+def test_jobs_2_finish_exactly_n_trials_with_one_run_each(project, cifar_dir):
+    other = project / "elsewhere"  # not the default stores: a worker that missed them would not find them
+    storage, tracking = str(other / "optuna.journal"), f"sqlite:///{other}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp, Watch() as watch:
+        mp.delenv("HPSEARCH_DATA")  # the data reaches the workers only through --data-dir
+        out = hpsearch("--data-dir", str(cifar_dir), "--storage", storage, "--tracking-uri", tracking,
+                       "--experiment", "jobs", "search", "coarse", "--n-trials", "5", "--jobs", "2",
+                       *LONGER_TRIALS).output
     assert "coarse: 5/5 trials finished, complete" in out
-    study = study_of(project, "coarse")
+    study = optuna.load_study(study_name="jobs-coarse", storage=open_storage(storage))
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 5
     assert all(t.state.name in ("COMPLETE", "PRUNED") or t.user_attrs.get("surplus") for t in study.trials)
-    parent, children = child_runs(project)
+    client = MlflowClient(tracking_uri=tracking)
+    exp = client.get_experiment_by_name("jobs").experiment_id
+    (parent,) = client.search_runs([exp], "tags.`hpsearch.role` = 'stage'")
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in finished)
     assert parent.info.status == "FINISHED"
-    assert len({t.user_attrs["pid"] for t in finished}) == 2, "both workers ran trials"
+
+    workers = {t.user_attrs["pid"] for t in finished}
+    assert len(workers) == 2, "both workers ran trials"
+    assert os.getpid() not in workers and workers <= watch.seen.keys()
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    for pid in workers:
+        argv, env = watch.seen[pid]
+        assert not [a for a in argv if storage in a or tracking in a or "elsewhere" in a], argv
+        assert env["HPSEARCH_STORAGE"] == storage
+        assert env["MLFLOW_TRACKING_URI"] == tracking
+        assert env["HPSEARCH_EXPERIMENT"] == "jobs"
+        assert env["HPSEARCH_DATA"] == str(cifar_dir)
+        assert all(env[v] == threads for v in THREAD_VARS)

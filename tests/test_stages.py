@@ -51,6 +51,22 @@ def test_storage_urls(tmp_path):
     assert redact("postgresql+psycopg2://u:pw@h/db") == "postgresql+psycopg2://u:***@h/db"
 
 
+def test_a_journal_lock_left_by_a_killed_writer_can_be_judged_stale(tmp_path, monkeypatch):
+    """Optuna's journal lock is a symlink to the journal. A process killed while writing leaves it behind, and
+    the next writer releases it once the journal has been still for the grace period, judged by stat() through
+    the link. With a relative journal path the link dangled (it resolves from its own folder): stat failed, and
+    every later command spun at full CPU forever."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    monkeypatch.chdir(tmp_path)
+    study = optuna.create_study(study_name="s", storage=open_storage("studies/optuna.journal"))
+    monkeypatch.setattr(JournalFileSymlinkLock, "release", lambda self: None)  # killed while holding the lock
+    study.set_user_attr("written", True)
+    lock = tmp_path / "studies/optuna.journal.lock"
+    assert lock.is_symlink(), "the lock is where Optuna's writer left it"
+    assert lock.resolve() == (tmp_path / "studies/optuna.journal").resolve() and lock.stat().st_mtime > 0
+
+
 def test_pid_alive_tells_dead_and_zombie_processes():
     assert pid_alive(os.getpid())
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -177,29 +193,55 @@ def test_two_workers_creating_the_parent_run_at_once_end_with_one(stage):
 
 
 def test_workers_without_a_shared_lock_keep_the_oldest_parent_run(stage, monkeypatch):
-    """Two machines on one tracking server: no file lock; both create a run before either looks again."""
+    """Two machines on one tracking server: no file lock. Both look and find nothing, both create a run,
+    then both look again: each keeps the older run, and the newer one is deleted."""
     import contextlib
 
     sessions = [stage() for _ in range(2)]
-    both_created, results = threading.Barrier(2), []
     for s in sessions:
+        assert s.tracker.experiment_id  # open the stores first, so the calls below overlap
+    both_looked, both_created = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
+    first_created, created = threading.Event(), {}
+    for i, s in enumerate(sessions):
         monkeypatch.setattr(s.tracker, "lock", contextlib.nullcontext, raising=False)
-        create = s.tracker.create_run
+        find, create, looked = s.tracker.find_runs, s.tracker.create_run, []
 
-        def create_then_wait(*args, _create=create, **kwargs):
-            run_id = _create(*args, **kwargs)
-            both_created.wait(30)
-            return run_id
+        def find_then_wait(*args, _find=find, _looked=looked, **kwargs):
+            runs = _find(*args, **kwargs)
+            if not _looked:  # the race: neither creates before both have looked once
+                _looked.append(runs)
+                both_looked.wait()
+            return runs
 
+        def create_then_wait(*args, _create=create, _i=i, **kwargs):
+            if _i == 1:  # strictly after the other (start times are in ms), so "oldest" is known
+                first_created.wait(30)
+                time.sleep(0.01)
+            created[_i] = _create(*args, **kwargs)
+            first_created.set()
+            both_created.wait()
+            return created[_i]
+
+        monkeypatch.setattr(s.tracker, "find_runs", find_then_wait)
         monkeypatch.setattr(s.tracker, "create_run", create_then_wait)
 
-    threads = [threading.Thread(target=lambda s=s: results.append(_ensure(s))) for s in sessions]
+    results, errors = [], []
+
+    def worker(session):
+        try:
+            results.append(_ensure(session))
+        except BaseException as e:  # a thread's exception only warns: make it fail the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in sessions]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    (run_id,) = {r for r, _ in results}
-    assert [r.info.run_id for r in parent_runs(sessions[0])] == [run_id]
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    assert len(results) == 2 and len(created) == 2, "both looked, both created: the race happened"
+    assert sorted(results) == sorted([(created[0], True), (created[0], False)]), "both keep the oldest run"
+    assert [r.info.run_id for r in parent_runs(sessions[0])] == [created[0]]
 
 
 def test_an_existing_parent_run_is_found_when_the_study_lost_its_id(stage):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
+import pickletools
 import struct
 import subprocess
 import time
@@ -320,11 +322,31 @@ def test_every_truncation_is_a_data_error(tmp_path):
 # Mutation fuzzing: whatever the bytes, a DataError or a valid batch, nothing else
 
 
-def mutants(raw: bytes, blob: bytes, rng: np.random.Generator, n: int):
-    """Flip, insert and delete random bytes, and truncate. Four in five edits land outside the
-    pixel bytes, where the structure is."""
-    start = raw.find(blob)
-    outside = np.r_[0:start, start + len(blob):len(raw)] if start >= 0 else np.arange(len(raw))
+# Bytes of the length field of an opcode whose argument is counted (pickletools' TAKEN_FROM_ARGUMENT*).
+LENGTH_FIELD = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
+                pickletools.TAKEN_FROM_ARGUMENT4U: 4, pickletools.TAKEN_FROM_ARGUMENT8U: 8}
+
+
+def payload(raw: bytes) -> tuple[int, int]:
+    """Where the pixels lie in a pickle: the longest counted string or bytes argument, found opcode by opcode.
+    raw.find(pixels) misses them where they are not stored as they are (protocol 2 writes latin-1 text)."""
+    ops = list(pickletools.genops(raw))
+    spans = [(pos + 1 + LENGTH_FIELD[op.arg.n], end) for (op, _, pos), (_, _, end) in itertools.pairwise(ops)
+             if op.arg is not None and op.arg.n in LENGTH_FIELD]
+    return max(spans, key=lambda span: span[1] - span[0])
+
+
+def changes_structure(mutant: bytes, raw: bytes, span: tuple[int, int]) -> bool:
+    """Whether the mutant differs from raw anywhere but the payload."""
+    head, tail = raw[:span[0]], raw[span[1]:]
+    return not (mutant.startswith(head) and mutant.endswith(tail) and len(mutant) >= len(head) + len(tail))
+
+
+def mutants(raw: bytes, rng: np.random.Generator, n: int):
+    """Flip, insert and delete 1 to 3 random bytes, and truncate about one mutant in seven. Four in five edits
+    aim outside the payload, where the structure is: nine mutants in ten change the structure (the test counts)."""
+    start, end = payload(raw)
+    outside = np.r_[0:start, end:len(raw)]
     for _ in range(n):
         b = bytearray(raw)
         for _ in range(int(rng.integers(1, 4))):
@@ -344,17 +366,32 @@ def mutants(raw: bytes, blob: bytes, rng: np.random.Generator, n: int):
         yield bytes(b)
 
 
+def fuzz_bases(X: np.ndarray, y) -> list[bytes]:
+    return [py2_batch(X, y), *(pickle.dumps({b"data": X, b"labels": y, b"filenames": [b"x.png"] * 20}, protocol=p)
+                               for p in (2, 3, 4, 5))]
+
+
+def test_the_payload_is_found_in_every_base():
+    X, y = batch(20)
+    for base in fuzz_bases(X, y):
+        start, end = payload(base)
+        data = base[start:end]
+        assert data == X.tobytes() or data.decode("utf-8").encode("latin-1") == X.tobytes()
+
+
 @pytest.mark.filterwarnings("error")  # a warning from a parser would be something else escaping
 def test_mutation_fuzz(tmp_path):
     rng = np.random.default_rng(20240607)
     X, y = batch(20)
-    bases = [py2_batch(X, y), *(pickle.dumps({b"data": X, b"labels": y, b"filenames": [b"x.png"] * 20}, protocol=p)
-                                for p in (2, 3, 4, 5))]
     path = tmp_path / "data_batch_1"
     counts = {"refused": 0, "loaded": 0}
+    structural = []
     start = time.perf_counter()
-    for base in bases:
-        for raw in mutants(base, X.tobytes(), rng, 800):
+    for base in fuzz_bases(X, y):
+        span = payload(base)
+        structural.append(0)
+        for raw in mutants(base, rng, 800):
+            structural[-1] += changes_structure(raw, base, span)
             path.unlink(missing_ok=True)  # see refused()
             path.write_bytes(raw)
             try:
@@ -370,4 +407,5 @@ def test_mutation_fuzz(tmp_path):
     elapsed = time.perf_counter() - start
     assert sum(counts.values()) == 4000
     assert counts["refused"] > 500 and counts["loaded"] > 100, counts  # the edits reach both outcomes
-    print(f"fuzz: {counts} in {elapsed:.2f} s")
+    assert min(structural) >= 0.7 * 800, structural  # in every base, most mutants change the structure
+    print(f"fuzz: {counts}, structure changed {structural} of 800 each, in {elapsed:.2f} s")
