@@ -6,7 +6,7 @@
     project.search("coarse", n_trials=4)      # a StageSummary; run the stage until it holds 4 finished trials
     project.trials("coarse")                  # a DataFrame: settings, values, states, MLflow run ids
 
-Each method calls the function the command calls (stages.run_search, confirm.run_confirm, trainings.train_final,
+Each method calls the function the command calls (stages.run_search, confirm.run_confirm, final.train_final,
 ...) and adds nothing of its own. Nothing prints unless `progress=True`. An error a user can cause raises
 UserError (ConfigError for settings) whose message is the line the CLI prints after "error: ".
 
@@ -65,7 +65,8 @@ def quietly():
 def stores(data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
            experiment: str | None = None):
     """Where data, studies and runs live, as the CLI finds them: the argument, else its environment variable
-    (HPSEARCH_DATA, HPSEARCH_STORAGE, MLFLOW_TRACKING_URI, HPSEARCH_EXPERIMENT), else the default."""
+    (HPSEARCH_DATA, HPSEARCH_STORAGE, MLFLOW_TRACKING_URI, HPSEARCH_EXPERIMENT; the heartbeat's
+    HPSEARCH_HEARTBEAT_S and HPSEARCH_GRACE_S), else the default."""
     from pipeline.session import Stores
 
     def env(name: str) -> str | None:
@@ -74,7 +75,9 @@ def stores(data_dir=None, storage: str | None = None, tracking_uri: str | None =
     data = data_dir if data_dir is not None else env(names.DATA_ENV)
     return Stores(None if data is None else Path(data),
                   storage or env(names.STORAGE_ENV) or names.DEFAULT_STORAGE, tracking_uri or env(names.TRACKING_ENV),
-                  experiment or env(names.EXPERIMENT_ENV) or names.DEFAULT_EXPERIMENT)
+                  experiment or env(names.EXPERIMENT_ENV) or names.DEFAULT_EXPERIMENT,
+                  int(env(names.HEARTBEAT_ENV) or names.DEFAULT_HEARTBEAT_S),
+                  int(env(names.GRACE_ENV) or names.DEFAULT_GRACE_S))
 
 
 def load_settings(stage: str, config=None, overrides: dict | None = None, sets: list[str] | None = None):
@@ -182,7 +185,7 @@ class Project:
                     confirmed: bool = True, config=None, overrides: dict | None = None, settings=None):
         """The final training on 49,000 images with the promoted λ (lam overrides it), registered as the
         champion. confirmed=False ignores the confirm stage. Returns a RunResult (test accuracy, run id)."""
-        from pipeline.trainings import train_final
+        from pipeline.final import train_final
 
         cfg = settings or load_settings("final", config, (overrides or {}) | {"search.select": select})
         return train_final(self.session, cfg, lam, force, confirmed)

@@ -25,9 +25,9 @@ from pipeline.objective import describe
 from pipeline.results import best_trial, completed, standard_error, trial_settings
 from pipeline.sampling import LIVE
 from pipeline.session import Session
-from pipeline.stages import open_study, run_trials, start_stage
+from pipeline.stages import open_study, settle, settled_study, start_stage
 from pipeline.tracking import NOTE
-from pipeline.workers import tally
+from pipeline.workers import claim_enqueued, tally
 
 STAGE = "confirm"
 CANDIDATES_ATTR, CHOSEN_ATTR, FOLDS_ATTR = "candidates", "chosen", "folds"
@@ -118,6 +118,7 @@ def suggester(cands: list[Candidate], seeds: list[int], folds: bool):
         columns["data.val_fold"] = list(range(len(seeds)))
 
     def suggest(trial: optuna.Trial) -> dict:
+        claim_enqueued(trial)
         values = {}
         for key, vals in columns.items():
             name = key.partition(".")[2]
@@ -135,11 +136,14 @@ def suggester(cands: list[Candidate], seeds: list[int], folds: bool):
 def run_confirm(session: Session, cfg: Settings):
     """Train every (candidate, seed) pair once; then score, choose and record. Returns the ConfirmResult."""
     seeds = [cfg.train.seed + i for i in range(cfg.confirm.seeds)]
+    session.check_tracking()
     study = session.load_study(STAGE)
     if study is not None and CANDIDATES_ATTR in study.user_attrs:  # a rerun: the pairs the stage began with
         cands = [Candidate(**c) for c in json.loads(study.user_attrs[CANDIDATES_ATTR])]
         folds = study.user_attrs.get(FOLDS_ATTR, False)
     else:
+        for searched in SEARCH_STAGES:  # every worker ranks the same settled trials
+            settled_study(session, searched)
         cands = candidates(session, cfg.confirm.k, cfg.confirm.min_gap)
         folds = cfg.confirm.folds and cfg.data.split == "holdout"
         if folds:  # every seed's block must exist: fail before anything is recorded
@@ -159,9 +163,9 @@ def run_confirm(session: Session, cfg: Settings):
         study.set_user_attr(CANDIDATES_ATTR, json.dumps([dataclasses.asdict(c) for c in cands]))
     stage = start_stage(session, study, STAGE, cfg, suggester(cands, seeds, folds), frozenset({"train.lambda"}),
                         {"confirm.candidates": json.dumps([c.settings for c in cands])})
-    enqueue_missing(study, [{k.partition(".")[2]: v for k, v in p.items()} for p in pairs(cands, seeds, folds)])
-    run_trials(session, study, stage, n)
-    return finish(session, study, stage.parent_run_id, cands, cfg, n)
+    wanted = [{k.partition(".")[2]: v for k, v in p.items()} for p in pairs(cands, seeds, folds)]
+    return settle(session, study, stage, n, lambda close: finish(session, study, stage.parent_run_id, cands, cfg, n,
+                                                                 close), refill=lambda: enqueue_missing(study, wanted))
 
 
 def enqueue_missing(study: optuna.Study, wanted: list[dict]) -> None:
@@ -212,14 +216,18 @@ def choose(scored: list[Score], rule: str) -> Score | None:
     return max(tied, key=lambda s: s.candidate.settings["train.lambda"])
 
 
-def finish(session: Session, study, parent: str, cands: list[Candidate], cfg: Settings, n: int) -> ConfirmResult:
+def finish(session: Session, study, parent: str, cands: list[Candidate], cfg: Settings, n: int,
+           close: bool = True) -> ConfirmResult:
+    """The scores; once complete, the choice is recorded in the study (the same by whichever worker records it),
+    and with `close` the stage run gets the table, the figure and the chosen λ."""
     tracker = session.tracker
     done = tally(study)
     complete = done.finished >= n and done.running == 0
     scored = scores(study, cands)
     chosen = choose(scored, cfg.confirm.select)
-    if complete and chosen is not None and tracker.status(parent) != "FINISHED":
+    if complete and chosen is not None and CHOSEN_ATTR not in study.user_attrs:
         study.set_user_attr(CHOSEN_ATTR, chosen.candidate.settings)
+    if close and complete and chosen is not None and tracker.status(parent) != "FINISHED":
         table = candidate_table(scored, chosen)
         tracker.log_text(parent, table.to_csv(index=False), "candidates.csv")
         tracker.log_figure(parent, plots.candidates(table, f"{study.study_name}: mean ± SE over seeds"),
@@ -246,7 +254,7 @@ def candidate_table(scored: list[Score], chosen: Score):
 
 def chosen_settings(session: Session) -> tuple[dict, str] | None:
     """The confirm stage's choice and a line saying where it came from; None when there is no confirm stage."""
-    study = session.load_study(STAGE)
+    study = settled_study(session, STAGE)
     if study is None:
         return None
     if CHOSEN_ATTR not in study.user_attrs:

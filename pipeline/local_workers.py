@@ -1,14 +1,17 @@
-"""`--jobs N`: N worker processes on this machine share one stage, each with its share of the cores.
+"""`--jobs N`: this process and N − 1 more on this machine work on the same command, each with its share of the
+cores.
 
-Each worker is `python -m pipeline search <stage> …`, the same command a user starts by hand on several
-machines, so exactly-n_trials and one-run-per-trial hold as they do there. The BLAS thread count is set
-in each worker's environment before NumPy loads (OpenBLAS reads it once, at import): N workers on C
-cores get C / N threads each instead of all competing for every core. The store URLs travel in the
-environment, never in argv, where `ps` would show a password to every user of the machine.
+Each other worker is `python -m pipeline <the same command> --jobs 1`, the command a user starts by hand on
+several machines, so exactly-n_trials, one run per trial and one final hold as they do there. They are started
+once for the whole command. Their BLAS thread count is set in their environment before NumPy loads (OpenBLAS
+reads it once, at import); this process limits its own at run time (threadpoolctl). N workers on C cores get
+C / N threads each instead of all competing for every core. The store URLs travel in the environment, never in
+argv, where `ps` would show a password to every user of the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,10 +29,14 @@ def default_jobs() -> int:
     return os.cpu_count() or 1
 
 
+def threads_each(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def worker_env(stores: Stores, jobs: int) -> dict[str, str]:
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    env = dict(os.environ) | dict.fromkeys(THREAD_VARS, threads)
-    env |= {"HPSEARCH_STORAGE": stores.storage_url, "HPSEARCH_EXPERIMENT": stores.experiment}
+    env = dict(os.environ) | dict.fromkeys(THREAD_VARS, str(threads_each(jobs)))
+    env |= {"HPSEARCH_STORAGE": stores.storage_url, "HPSEARCH_EXPERIMENT": stores.experiment,
+            "HPSEARCH_HEARTBEAT_S": str(stores.heartbeat_s), "HPSEARCH_GRACE_S": str(stores.grace_s)}
     if stores.data_dir is not None:
         env["HPSEARCH_DATA"] = str(stores.data_dir)
     if stores.tracking_uri is not None:
@@ -37,29 +44,51 @@ def worker_env(stores: Stores, jobs: int) -> dict[str, str]:
     return env
 
 
-def run_workers(stores: Stores, args: list[str], jobs: int) -> None:
-    """Run `python -m pipeline <args>` in `jobs` processes at once until all end; their progress lines go to
-    our stderr. Ctrl-C or SIGTERM stops them the way it stops one (the running trials FAIL, runs KILLED)."""
+@contextlib.contextmanager
+def blas_threads(n: int):
+    """This process's BLAS threads set to n at run time, the earlier count restored after."""
+    import numpy  # noqa: F401 - the limit applies to the BLAS libraries loaded so far
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def workers(stores: Stores, args: list[str], jobs: int):
+    """Start jobs − 1 processes running `python -m pipeline <args>`; the body is this process's own share of the
+    work, with its share of the cores. On leaving, wait for the others (their progress lines go to our stderr,
+    their output nowhere: this process prints the results). Ctrl-C, SIGTERM or an error here stops them the way
+    it stops one (the running trials FAIL, runs KILLED)."""
+    if jobs <= 1:
+        yield
+        return
     env = worker_env(stores, jobs)
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
-                              stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(jobs)]
+                              stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(jobs - 1)]
     try:
+        with blas_threads(threads_each(jobs)):
+            yield
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated: each worker closes its own trial
-        for p in procs:
-            _signal(p, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait()
+    except BaseException:
+        stop(procs)
         raise
-    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+    failed = [(i, c) for i, c in enumerate(codes, start=1) if c != 0]
     if failed:
         i, code = failed[0]
         raise UserError(f"worker {i} of {jobs} exited with code {code} (its error line is above); run the same "
                         "command to resume")
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        _signal(p, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            _signal(p, signal.SIGKILL)
+            p.wait()
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:

@@ -12,6 +12,9 @@ DEFAULT_EXPERIMENT = "cifar10-lambda"
 # The environment variables the CLI's global options and the Python API read.
 DATA_ENV, STORAGE_ENV, TRACKING_ENV, EXPERIMENT_ENV = (
     "HPSEARCH_DATA", "HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT")
+# Optuna's heartbeat on a database storage: a worker silent for the grace period is dead, its trial FAILs.
+DEFAULT_HEARTBEAT_S, DEFAULT_GRACE_S = 30, 120
+HEARTBEAT_ENV, GRACE_ENV = "HPSEARCH_HEARTBEAT_S", "HPSEARCH_GRACE_S"
 UI_PORT = 5000  # `hpsearch ui` and the links that `hpsearch compare` prints
 
 MODEL_NAME = "cifar10-mlp"
@@ -26,6 +29,8 @@ TAG_PREFIX = "hpsearch"  # our MLflow tags: hpsearch.study, hpsearch.stage, hpse
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attr holding its stage run
 RUN_ATTR = "mlflow_run_id"  # the trial's user attr holding its run
 
+
+FINAL_STAGE = "final"  # the study whose one trial per final setting claims the final training
 
 def study_name(experiment: str, stage: str) -> str:
     return f"{experiment}-{stage}"

@@ -15,13 +15,19 @@ import optuna
 
 from pipeline import sources
 from pipeline.errors import UserError
-from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORAGE, DEFAULT_TRACKING_URI, study_name
+from pipeline.names import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_GRACE_S,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING_URI,
+    study_name,
+)
 from pipeline.terminal import Lines
 from pipeline.tracking import Tracker
 from pipeline.urls import absolute_uri, redact, redact_text
 
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
-HEARTBEAT_S, GRACE_S = 30, 120  # Optuna's heartbeat: a database worker silent this long is dead
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,12 @@ class Stores:
     storage_url: str = DEFAULT_STORAGE
     tracking_uri: str | None = None
     experiment: str = DEFAULT_EXPERIMENT
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S  # Optuna's heartbeat on a database storage (seconds)
+    grace_s: int = DEFAULT_GRACE_S  # a trial whose heartbeat is older than this is failed
+
+    def heartbeat_params(self) -> dict:
+        """What a stage run records of how dead workers are found."""
+        return {"heartbeat_s": self.heartbeat_s, "grace_s": self.grace_s}
 
 
 class Session:
@@ -60,12 +72,16 @@ class Session:
 
     @cached_property
     def storage(self) -> optuna.storages.BaseStorage:
-        return open_storage(self.stores.storage_url)
+        return open_storage(self.stores.storage_url, self.stores.heartbeat_s, self.stores.grace_s)
 
     @cached_property
     def tracker(self) -> Tracker:
         """The experiment in the tracking store, created on first use."""
         return Tracker(self.tracking_uri, self.experiment)
+
+    def check_tracking(self) -> None:
+        """Open the tracking store before anything is recorded: one that cannot keep the runs is refused first."""
+        self.tracker  # noqa: B018 - opening it is the check
 
     def study_name(self, stage: str) -> str:
         return study_name(self.experiment, stage)
@@ -87,7 +103,8 @@ class Session:
         return sources.dataset(folder, split, val_size, val_fold)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+                 grace_s: int = DEFAULT_GRACE_S) -> optuna.storages.BaseStorage:
     """A file path is a journal file (safe for parallel processes on one machine); a URL is a database."""
     if "://" not in url:
         path = Path(url)
@@ -105,13 +122,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"unknown storage scheme {scheme!r} in {redact(url)}; use a file path (journal), "
             "sqlite:///FILE or postgresql+psycopg2://USER:PASSWORD@HOST/DB"
         )
+    if grace_s <= heartbeat_s:  # a live worker between two heartbeats would be taken for dead
+        raise UserError(f"--grace-s ({grace_s}) must be longer than --heartbeat-s ({heartbeat_s})")
     engine_kwargs = {}
     if scheme.startswith("sqlite"):
         Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for a busy database instead of failing
     return _with_retries(
         lambda: optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S),
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s),
         f"Optuna storage {redact(url)}",
     )
 

@@ -1,4 +1,4 @@
-"""Where the data comes from: --data-dir / HPSEARCH_DATA, else a download; loaded once per process."""
+"""Where the data comes from: --data-dir / HPSEARCH_DATA, else a download; read once per process."""
 
 from __future__ import annotations
 
@@ -47,10 +47,29 @@ def _download_progress(say):
     return report
 
 
-@functools.lru_cache(maxsize=1)  # one split at a time: the search split is freed before the final's loads
-def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0) -> cifar10.Dataset:
-    """Load, split and normalise once per process and split (the coarse and fine stages share it)."""
+@functools.lru_cache(maxsize=1)
+def batches(folder: Path, split: str) -> cifar10.Batches:
+    """The files, read once per process: every split a worker needs (the searches', each confirm seed's
+    validation block, the final's 49k/1k) is cut from them."""
     try:
-        return cifar10.load_dataset(folder, split=split, val_size=val_size, val_fold=val_fold)
+        return cifar10.read_batches(folder, split)
     except cifar10.DataError as e:
         raise UserError(str(e)) from None
+
+
+_held: dict[tuple, cifar10.Dataset] = {}  # the one normalised split this process holds
+
+
+def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0) -> cifar10.Dataset:
+    """The split, normalised once per process and split (the coarse and fine stages share it). One split at a
+    time: the one held is let go before the next is made, so two never take memory at once."""
+    key = (folder, split, val_size, val_fold)
+    if key not in _held:
+        _held.clear()
+        try:
+            cifar10.check_split(split, val_size, val_fold)
+            _held[key] = cifar10.split_dataset(batches(folder, "exercise" if split == "exercise" else "holdout"),
+                                               split, val_size, val_fold)
+        except cifar10.DataError as e:
+            raise UserError(str(e)) from None
+    return _held[key]

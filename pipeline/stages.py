@@ -23,6 +23,7 @@ SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
 
 def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
     """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage)."""
+    session.check_tracking()
     searched, source = stage_space(session, stage, cfg)
     cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
     study, created = open_study(session, stage, cfg)
@@ -31,8 +32,24 @@ def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
     log_scale = frozenset(key for key, dim in searched.items() if dim.log)
     shared = start_stage(session, study, stage, cfg, lambda trial: space.suggest(searched, trial), log_scale,
                          source)
-    run_trials(session, study, shared, cfg.search.n_trials)
-    return finish_stage(session, stage, study, shared.parent_run_id, cfg.search.n_trials, searched)
+    return settle(session, study, shared, cfg.search.n_trials,
+                  lambda close: finish_stage(session, stage, study, shared.parent_run_id, cfg.search.n_trials,
+                                             searched, close))
+
+
+def settle(session: Session, study: optuna.Study, stage: Stage, n: int, finish, refill=lambda: None):
+    """Run trials until the study holds n finished ones, counting those other workers run; then wait until theirs
+    settle, taking over from a worker that died. `finish(close)` summarises the stage; the worker that completes
+    the stage closes its run (close=True), the others only read. `refill` re-enqueues what a dead worker held."""
+    while True:
+        run_trials(session, study, stage, n, refill)
+        result = finish(True)
+        if result.complete:
+            return result
+        wait_until_settled(study, session.terminal.say,
+                           on_failed=lambda _: close_orphan_runs(session, study, stage.parent_run_id))
+        if tally(study).finished >= n:
+            return finish(False)
 
 
 def stage_space(session: Session, stage: str, cfg: Settings) -> tuple[space.Space, dict]:
@@ -51,11 +68,10 @@ def stage_space(session: Session, stage: str, cfg: Settings) -> tuple[space.Spac
 
 def fine_space(session: Session, cfg: Settings) -> tuple[space.Space, dict]:
     """The coarse space refined by cfg's fine rule around the coarse results, and where it came from."""
-    coarse = session.load_study("coarse")
+    coarse = settled_study(session, "coarse")
     if coarse is None:
         raise UserError(f"no coarse study {session.study_name('coarse')!r} in {session.shown_storage}; "
                         "run `hpsearch search coarse` first")
-    wait_until_settled(coarse, session.terminal.say)
     finished, target = tally(coarse).finished, coarse.user_attrs.get("n_trials", 0)
     if finished < target:
         raise UserError(f"the coarse stage is incomplete ({finished} of {target} trials finished); run "
@@ -75,6 +91,17 @@ def fine_space(session: Session, cfg: Settings) -> tuple[space.Space, dict]:
               "source_lambdas": ",".join(f"{t.params[LAMBDA]:.6g}" for t in top if LAMBDA in t.params),
               **({"widen_log10": cfg.fine.widen} if cfg.fine.rule == "top2" else {"half_width": cfg.fine.half_width})}
     return fine, source
+
+
+def settled_study(session: Session, stage: str) -> optuna.Study | None:
+    """The stage's study once no worker runs its trials any more (a dead worker's trials failed, its runs closed):
+    what a later stage decides from it is then the same in every worker."""
+    study = session.load_study(stage)
+    if study is not None:
+        parent = study.user_attrs.get(PARENT_ATTR)
+        wait_until_settled(study, session.terminal.say,
+                           on_failed=lambda _: parent and close_orphan_runs(session, study, parent))
+    return study
 
 
 def coarse_space_of(study: optuna.Study) -> space.Space:
@@ -105,7 +132,7 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     if new_parent or done.finished + done.running < n:
         params |= data_params(session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold))
     if new_parent:
-        tracker.log_params(parent, cfg.flat() | params | stage_params)
+        tracker.log_params(parent, cfg.flat() | params | stage_params | session.stores.heartbeat_params())
     tracker.set_tags(parent, {"n_trials": n, NOTE: f"{stage} stage of {session.experiment}: {n} trials"})
     study.set_user_attr("n_trials", n)  # the target the next stage checks against
     recover_orphans(study)
@@ -119,8 +146,9 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
                  session.data_origin)
 
 
-def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int) -> None:
-    """Until the study holds n finished trials, counting those other workers are running."""
+def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int, refill=lambda: None) -> None:
+    """Until the study holds n finished trials, counting those other workers are running. `refill` enqueues
+    the values a stage of enqueued trials still lacks."""
     objective = Objective(stage)
     try:
         while True:
@@ -128,6 +156,7 @@ def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int) -> N
             session.terminal.stage(stage.name, n, min(done.finished, n))
             if done.finished + done.running >= n:
                 break
+            refill()
             study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[_announce(session, stage.name, n)])
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
         stage.tracker.set_status(stage.parent_run_id, "KILLED")
@@ -202,13 +231,14 @@ def close_orphan_runs(session: Session, study: optuna.Study, parent_run_id: str)
 
 
 def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str, n: int,
-                 searched: space.Space) -> StageSummary:
-    """When the study is complete: the parent run gets the summary metrics, the figures and the trial table."""
+                 searched: space.Space, close: bool = True) -> StageSummary:
+    """When the study is complete (and `close`): the parent run gets the summary metrics, the figures and the
+    trial table."""
     tracker = session.tracker
     done = tally(study)
     complete = done.finished >= n and done.running == 0
     best = best_of(study)
-    if complete and tracker.status(parent) != "FINISHED":  # the worker that finishes the stage closes it
+    if close and complete and tracker.status(parent) != "FINISHED":  # the worker that finishes the stage closes it
         tracker.log_metrics(parent, stage_metrics(study))
         if best is not None:
             tracker.set_tags(parent, {"best_trial": best.number, **{

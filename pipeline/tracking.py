@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import links, plots
+from pipeline import links, plots, urls
 from pipeline.data_input import DataInput
 from pipeline.errors import UserError
 from pipeline.names import TAG_PREFIX
@@ -76,6 +76,7 @@ class Tracker:
 
         found = self.client.get_experiment_by_name(name)
         if found is None:
+            urls.check_artifacts_served(self.uri)  # before creating it: on a server, artifacts go through the server
             try:
                 self.client.create_experiment(name, artifact_location=self.artifact_root)
             except MlflowException:  # another worker created it first
@@ -85,6 +86,7 @@ class Tracker:
                 raise UserError(f"experiment {name!r} could not be created in {redact(self.uri)}")
         if found.lifecycle_stage == "deleted":
             raise UserError(f"experiment {name!r} is deleted in {redact(self.uri)}; restore it or pick --experiment")
+        urls.check_artifact_location(self.uri, name, found.artifact_location)
         for key, value in links.experiment_tags(found.creation_time).items():
             if found.tags.get(key) != value:
                 with contextlib.suppress(MlflowException):  # workers starting together race to set the same tag
@@ -118,14 +120,12 @@ class Tracker:
 
     def children(self, parent_run_id: str, status: str | None = None) -> list:
         where = f"tags.mlflow.parentRunId = '{parent_run_id}'"
-        if status:
-            where += f" and attributes.status = '{status}'"
+        where += f" and attributes.status = '{status}'" if status else ""
         runs, token = [], None
         while True:
             page = self.client.search_runs([self.experiment_id], where, max_results=1000, page_token=token)
             runs.extend(page)
-            token = page.token
-            if not token:
+            if not (token := page.token):
                 return runs
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:

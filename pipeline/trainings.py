@@ -13,10 +13,10 @@ from pipeline.config import Settings
 from pipeline.confirm import chosen_settings
 from pipeline.data_input import DataInput
 from pipeline.errors import UserError
-from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME
-from pipeline.objective import describe
+from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME, SEARCH_STAGES
 from pipeline.results import best_trial, trial_settings
 from pipeline.session import Session
+from pipeline.stages import settled_study
 from pipeline.tracking import TrackedRun, code_version
 
 
@@ -74,6 +74,8 @@ def final_settings(session: Session, cfg: Settings, lam: float | None, confirmed
         return {"train.lambda": lam}, "--lambda"
     if confirmed and (choice := chosen_settings(session)) is not None:
         return choice
+    for stage in SEARCH_STAGES:  # every worker promotes from the same settled trials
+        settled_study(session, stage)
     best = best_trial(session, cfg.search.select)
     if best is None:
         raise UserError("no finished trial in the coarse or fine study: run `hpsearch search coarse` first, "
@@ -88,19 +90,6 @@ def previous_final(session: Session, cfg: Settings):
     """A finished final run with the same settings (λ included), so `pipeline` reruns don't retrain."""
     runs = session.tracker.find_runs(role="final", config_digest=cfg.digest())
     return next((r for r in reversed(runs) if r.info.status == "FINISHED"), None)
-
-
-def train_final(session: Session, cfg: Settings, lam: float | None = None, force: bool = False,
-                confirmed: bool = True) -> RunResult:
-    values, source = final_settings(session, cfg, lam, confirmed)
-    cfg = cfg.replace(values)
-    lam = cfg.train.lam
-    if not force and (run := previous_final(session, cfg)) is not None:
-        m = run.data.metrics
-        return RunResult(run.info.run_id, "final", lam, m.get("test_accuracy", math.nan),
-                         m.get("val_accuracy", math.nan), run.data.tags.get("hpsearch.model_version"), reused=True)
-    session.terminal.say(f"final training with {describe(values)} ({source})")
-    return train_run(session, cfg, "final", role="final", register=True, tags={"lambda_source": source})
 
 
 def model_line(result: RunResult) -> str:

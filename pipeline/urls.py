@@ -1,4 +1,10 @@
-"""Store URLs: redaction before anything is printed or logged, sqlite paths, and a reachability probe."""
+"""Store URLs: redaction before anything is printed or logged, sqlite paths, a reachability probe, and the check that
+with an http(s) tracking URI every artifact goes through the server (mlflow-artifacts:/…).
+
+A server started with --no-serve-artifacts or --default-artifact-root /path, or an experiment first created by a
+local run, would have each worker write its figures, tables and models to its own disk while the server points at
+files nobody else can read: such a store is refused before anything is recorded.
+"""
 
 from __future__ import annotations
 
@@ -82,7 +88,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if not is_http(uri):
         return
     shown = redact(uri)
-    probe, headers = _without_userinfo(uri)
+    probe, headers = without_userinfo(uri)
     probe = probe.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=hpsearch-probe"
     try:
         urllib.request.urlopen(urllib.request.Request(probe, headers=headers), timeout=timeout).close()
@@ -99,7 +105,36 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def _without_userinfo(uri: str) -> tuple[str, dict]:
+SERVED = "mlflow-artifacts:"
+HOW = ("start the server with `mlflow server --backend-store-uri … --artifacts-destination DIR` (artifacts served, "
+       "without --default-artifact-root or --no-serve-artifacts)")
+
+
+def check_artifacts_served(uri: str, timeout: float = 10.0) -> None:
+    """Before an experiment is created on a server: the server must serve artifacts (it answers 503 otherwise)."""
+    if not is_http(uri):
+        return
+    probe, headers = without_userinfo(uri)
+    try:
+        urllib.request.urlopen(urllib.request.Request(probe.rstrip("/") + "/api/2.0/mlflow-artifacts/artifacts",
+                                                      headers=headers), timeout=timeout).close()
+    except urllib.error.HTTPError as e:
+        if e.code == 503:
+            raise UserError(f"MLflow tracking server {redact(uri)} does not serve artifacts, so each worker would "
+                            f"keep its own on its own disk; {HOW}") from None
+    except (urllib.error.URLError, OSError):
+        pass  # unreachable: the tracking client says so in its own words
+
+
+def check_artifact_location(uri: str, experiment: str, location: str) -> None:
+    """The experiment's artifacts must go through the server."""
+    if is_http(uri) and not location.startswith(SERVED):
+        raise UserError(f"experiment {experiment!r} on {redact(uri)} keeps its artifacts at {redact(location)}, not "
+                        f"through the server ({SERVED}/…), so each worker would write to its own disk; {HOW}, "
+                        "and use an experiment created through it (another --experiment)")
+
+
+def without_userinfo(uri: str) -> tuple[str, dict]:
     """urllib takes user:password@ for part of the host name; send them as Basic auth, as MLflow's client does."""
     parts = urlsplit(uri)
     if parts.username is None:

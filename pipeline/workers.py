@@ -8,7 +8,6 @@ not take a dead trial for its own or for a live one.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import socket
 import time
@@ -104,16 +103,19 @@ def is_orphan(trial: optuna.trial.FrozenTrial, now: datetime) -> bool:
 
 
 def recover_orphans(study: optuna.Study) -> list[int]:
-    """Fail RUNNING trials whose process is gone; returns their numbers. The caller closes their runs."""
-    storage = study._storage  # noqa: SLF001 - Optuna exposes heartbeats only through the storage
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
-        optuna.storages.fail_stale_trials(study)  # dead workers on other machines, by their heartbeat
-    now, failed = datetime.now(), []
+    """Fail RUNNING trials whose process is gone; returns their numbers. The caller closes their runs.
+
+    On a database storage Optuna's heartbeat tells a dead worker on any machine (its public
+    `fail_stale_trials`, a no-op where the storage keeps no heartbeat); on this machine the process identity
+    tells it at once, on any storage."""
+    before = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    optuna.storages.fail_stale_trials(study)
+    now = datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_orphan(t, now):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            failed.append(t.number)
-    return failed
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    return [n for n in before if states[n] == TrialState.FAIL]
 
 
 # ---- sharing a stage ------------------------------------------------------------------------------
@@ -125,13 +127,40 @@ def claim_slot(trial: optuna.Trial, n_trials: int) -> None:
         raise SurplusTrial(f"trial {trial.number}: the stage already has {n_trials} trials")
 
 
-def wait_until_settled(study: optuna.Study, say, poll_s: float = 2.0, report_s: float = 30.0) -> None:
-    """Wait while other workers still run trials of this study (their results may change its best)."""
-    last = -math.inf
-    now = datetime.now
-    while running := [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                      if not is_orphan(t, now())]:
-        if time.monotonic() - last > report_s:
-            say(f"waiting for {len(running)} trial(s) of {study.study_name} still running in other workers")
+def claim_enqueued(trial: optuna.Trial) -> None:
+    """A stage whose trials are all enqueued (confirm's pairs): a trial that the queue did not fill, or one whose
+    values an earlier live trial holds too (two workers enqueued at once), yields."""
+    trials = {t.number: t for t in trial.study.get_trials(deepcopy=False, states=LIVE)}
+    fixed = trials[trial.number].system_attrs.get("fixed_params")
+    if fixed is None or any(t.system_attrs.get("fixed_params") == fixed for n, t in trials.items() if n < trial.number):
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number}: no enqueued values left for it")
+
+
+def wait_until_settled(study: optuna.Study, say, poll_s: float = 2.0, report_s: float = 30.0,
+                       on_failed=None) -> None:
+    """Wait while other workers still run trials of this study (their results may change its best).
+
+    Every poll fails the trials whose worker died (`recover_orphans`; `on_failed` gets their numbers), so a
+    dead worker costs at most the heartbeat's grace period. Where nothing can tell whether a worker lives (a
+    journal file shared across machines), the wait says every report_s seconds what it waits for, and for how
+    long."""
+    started = last = time.monotonic()  # a short wait at a stage's end says nothing
+    while True:
+        failed = recover_orphans(study)
+        if failed and on_failed is not None:
+            on_failed(failed)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        if time.monotonic() - last >= report_s:
+            say(f"waiting {time.monotonic() - started:.0f} s so far for {describe_running(study, running)}")
             last = time.monotonic()
         time.sleep(poll_s)
+
+
+def describe_running(study: optuna.Study, running: list) -> str:
+    """'2 trial(s) of cifar10-lambda-coarse still running: 5 on host-a pid 12, 6 on host-b pid 40'."""
+    who = ", ".join(f"{t.number} on {t.user_attrs.get('host', '?')} pid {t.user_attrs.get('pid', '?')}"
+                    for t in running[:4])
+    return f"{len(running)} trial(s) of {study.study_name} still running: {who}{', …' if len(running) > 4 else ''}"

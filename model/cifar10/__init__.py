@@ -8,7 +8,7 @@ the file and says what to do next.
     unpickle   reading a batch pickle without running anything from it
     batch      load_batch, load_meta: one file as checked arrays
     fetch      locate, ensure, download, extract
-    dataset    splits, normalisation, digest, load_dataset
+    dataset    splits, normalisation, digest, load_dataset (read_batches + split_dataset)
     opcodes, ndarrays   the stack machine under unpickle, and the NumPy arrays it may build
 
 Typical use::
@@ -21,12 +21,15 @@ from model.cifar10.dataset import (
     DEFAULT_VAL_SIZE,
     MAX_VAL_SIZE,
     SPLITS,
+    Batches,
     Dataset,
     check_split,
     dataset_digest,
     feature_stats,
     load_dataset,
     normalise,
+    read_batches,
+    split_dataset,
     standardise,
 )
 from model.cifar10.fetch import download, ensure, extract, locate
@@ -45,8 +48,8 @@ from model.cifar10.layout import (
 
 __all__ = [
     "ARCHIVE_NAME", "BATCHES_DIR", "CLASSES", "D", "DEFAULT_DOWNLOAD_DIR", "DEFAULT_VAL_SIZE", "MAX_VAL_SIZE",
-    "META_FILE", "SPLITS", "TEST_FILE", "TRAIN_FILES", "DataError", "Dataset", "check_split", "dataset_digest",
-    "download",
+    "META_FILE", "SPLITS", "TEST_FILE", "TRAIN_FILES", "Batches", "DataError", "Dataset", "check_split",
+    "dataset_digest", "download",
     "ensure", "extract", "feature_stats", "load_batch", "load_dataset", "load_meta", "locate", "missing_files",
-    "normalise", "standardise",
+    "normalise", "read_batches", "split_dataset", "standardise",
 ]

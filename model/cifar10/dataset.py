@@ -223,6 +223,44 @@ def _finish_part(blocks: list[Block], mean: np.ndarray, std: np.ndarray) -> tupl
     return standardise(images, mean, std), y
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class Batches:
+    """The raw files that splits are cut from: uint8 training batches in file order, and the test batch. Read
+    once, any number of splits (validation blocks, sizes) can be sliced and normalised from them."""
+
+    folder: Path
+    train: tuple[Block, ...]
+    test: Block
+
+
+def read_batches(source: str | os.PathLike, split: str = "holdout") -> Batches:
+    """The files a split needs (the exercise split: the first two training batches; holdout: all five)."""
+    folder = locate(source)
+    names = TRAIN_FILES[:2] if split == "exercise" else TRAIN_FILES
+    return Batches(folder, tuple(load_batch(folder / f) for f in names), load_batch(folder / TEST_FILE))
+
+
+def split_dataset(batches: Batches, split: str = "holdout", val_size: int = DEFAULT_VAL_SIZE,
+                  val_fold: int = 0) -> Dataset:
+    """Split and normalise read batches, as :func:`load_dataset` describes; the batches are left as they are."""
+    check_split(split, val_size, val_fold)
+    fold = val_fold if split == "holdout" else 0
+    train, val = _split(list(batches.train), split, val_size, batches.folder, fold)
+    test = [batches.test]
+    del batches  # a caller that keeps no reference (load_dataset) frees each raw batch once it is normalised
+    n_val = sum(len(y) for _, y in val)
+    h = _hasher(split, val, fold)
+    _hash_part(h, "train", train)
+    _hash_part(h, "val", val)
+    mean, std = feature_stats([X for X, _ in train])
+    X_train, y_train = _finish_part(train, mean, std)
+    X_val, y_val = _finish_part(val, mean, std)
+    _hash_part(h, "test", test)
+    X_test, y_test = _finish_part(test, mean, std)
+    return Dataset(X_train, y_train, X_val, y_val, X_test, y_test, mean, std,
+                   h.hexdigest(), split, n_val)
+
+
 def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: int = DEFAULT_VAL_SIZE,
                  val_fold: int = 0) -> Dataset:
     """Load, split and normalise CIFAR-10 from anything :func:`locate` accepts.
@@ -233,22 +271,4 @@ def load_dataset(source: str | os.PathLike, split: str = "holdout", val_size: in
     test_batch. Normalisation uses the training part's statistics.
     """
     check_split(split, val_size, val_fold)
-    fold = val_fold if split == "holdout" else 0
-    folder = locate(source)
-    names = TRAIN_FILES[:2] if split == "exercise" else TRAIN_FILES
-    train, val = _split([load_batch(folder / f) for f in names], split, val_size, folder, fold)
-    n_val = sum(len(y) for _, y in val)
-
-    # As dataset_digest hashes, but streaming: the test batch is read after train is normalised.
-    h = _hasher(split, val, fold)
-    _hash_part(h, "train", train)
-    _hash_part(h, "val", val)
-    mean, std = feature_stats([X for X, _ in train])
-    X_train, y_train = _finish_part(train, mean, std)
-    X_val, y_val = _finish_part(val, mean, std)
-    # The test batch is read only now, once the training batches are freed.
-    test = [load_batch(folder / TEST_FILE)]
-    _hash_part(h, "test", test)
-    X_test, y_test = _finish_part(test, mean, std)
-    return Dataset(X_train, y_train, X_val, y_val, X_test, y_test, mean, std,
-                   h.hexdigest(), split, n_val)
+    return split_dataset(read_batches(source, split), split, val_size, val_fold)

@@ -14,9 +14,13 @@ from pipeline.errors import Terminated, UserError
 from pipeline.names import (
     DATA_ENV,
     DEFAULT_EXPERIMENT,
+    DEFAULT_GRACE_S,
+    DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
     EXPERIMENT_ENV,
+    GRACE_ENV,
+    HEARTBEAT_ENV,
     STORAGE_ENV,
     TRACKING_ENV,
 )
@@ -74,13 +78,21 @@ def main_options(
     experiment: Annotated[
         str, typer.Option(envvar=EXPERIMENT_ENV, help="MLflow experiment and study prefix.")
     ] = DEFAULT_EXPERIMENT,
+    heartbeat_s: Annotated[
+        int, typer.Option(envvar=HEARTBEAT_ENV, min=1, help="Seconds between a worker's heartbeats on a "
+                                                                      "database storage.")
+    ] = DEFAULT_HEARTBEAT_S,
+    grace_s: Annotated[
+        int, typer.Option(envvar=GRACE_ENV, min=1, help="A trial whose heartbeat is older than this "
+                                                                  "(seconds) is failed: its worker died.")
+    ] = DEFAULT_GRACE_S,
 ) -> None:
     """Search λ (coarse → fine), train the final model, and compare runs in the MLflow UI."""
     from pipeline.api import quiet_libraries
     from pipeline.session import Stores
 
     quiet_libraries()
-    ctx.obj = Stores(data_dir, storage, tracking_uri, experiment)
+    ctx.obj = Stores(data_dir, storage, tracking_uri, experiment, heartbeat_s, grace_s)
 
 
 @contextlib.contextmanager

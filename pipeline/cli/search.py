@@ -14,8 +14,8 @@ search_app = typer.Typer(help="Run a stage (coarse, fine, then confirm); rerunni
                          no_args_is_help=True)
 PrunerOpt = Annotated[str | None, typer.Option("--pruner", help="median | asha | hyperband | none.",
                                                show_default="search.pruner of the file")]
-JobsOpt = Annotated[int, typer.Option("--jobs", min=1, help="Worker processes on this machine sharing the stage, "
-                                                            "each with cores / N BLAS threads.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", min=1, help="Worker processes on this machine sharing the stage "
+                                                            "(this one included), each with cores / N BLAS threads.")]
 NoConfirmOpt = Annotated[bool, typer.Option("--no-confirm", help="Skip the confirm stage: the report's procedure, "
                                                                  "promoting the best searched trial.")]
 app.add_typer(search_app, name="search")
@@ -28,17 +28,12 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
 def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1):
     with session(ctx) as s:
         from pipeline.api import Project
+        from pipeline.local_workers import workers
 
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
-        if jobs > 1:
-            work(ctx, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs)
-        print_summary(Project.of(s).search(stage, settings=cfg))  # after workers: the stage they completed
-
-
-def work(ctx, args: list[str], jobs: int) -> None:
-    from pipeline.local_workers import run_workers
-
-    run_workers(ctx.obj, args, jobs)
+        s.check_tracking()
+        with workers(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs):
+            print_summary(Project.of(s).search(stage, settings=cfg))
 
 
 def _args(config=None, sets=None, n_trials=None, sampler=None, prune=None, pruner=None) -> list[str]:
@@ -94,11 +89,12 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
     """
     with session(ctx) as s:
         from pipeline.api import Project
+        from pipeline.local_workers import workers
 
         cfg = settings("confirm", config, set_)
-        if jobs > 1:
-            work(ctx, ["search", "confirm", *_args(config, set_)], jobs)
-        print_confirm(Project.of(s).confirm(settings=cfg))
+        s.check_tracking()
+        with workers(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs):
+            print_confirm(Project.of(s).confirm(settings=cfg))
 
 
 def print_confirm(result) -> None:
@@ -121,13 +117,17 @@ def pipeline(
     n_trials: TrialsOpt = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Final λ instead of the best searched one.")] = None,
     no_confirm: NoConfirmOpt = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Worker processes per stage on this machine.",
-                                             show_default="one per core")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", min=1, help="Workers on this machine (this one included), "
+                                             "started once for the whole pipeline.", show_default="one per core")]
+    = None,
     config_set: Annotated[str | None, typer.Option(
         "--config-set", help="Another set of study files, studies/NAME-<stage>.toml, in the experiment "
                              "<experiment>-NAME (e.g. wide); a set without a confirm file skips that stage.")] = None,
 ) -> None:
     """Coarse search, fine search, confirm and final training in order; each step resumes where it stopped.
+
+    Started on several machines (or N times by --jobs N) against the same stores, the workers share every stage
+    and the final is trained once: the others say who trains it, wait for it and print its result.
 
     Example: HPSEARCH_DATA=~/cifar hpsearch pipeline
     """
@@ -136,24 +136,26 @@ def pipeline(
     def path(stage: str):
         return default_path(f"{config_set}-{stage}" if config_set else stage)
 
+    stores = ctx.obj  # the workers add --config-set's suffix themselves
     if config_set:
         ctx.obj = dataclasses.replace(ctx.obj, experiment=f"{ctx.obj.experiment}-{config_set}")
     with session(ctx) as s:
-        from pipeline.confirm import run_confirm
-        from pipeline.local_workers import default_jobs
-        from pipeline.stages import run_search
-        from pipeline.trainings import train_final
+        from pipeline.api import Project
+        from pipeline.local_workers import default_jobs, workers
 
-        jobs = jobs or default_jobs()
-        for stage in ("coarse", "fine"):
-            cfg = settings(stage, path(stage), typed={"search.n_trials": n_trials})
-            if jobs > 1:
-                work(ctx, ["search", stage, *_args(path(stage), n_trials=n_trials)], jobs)
-            print_summary(run_search(s, stage, cfg))
+        searches = {stage: settings(stage, path(stage), typed={"search.n_trials": n_trials}) for stage in
+                    ("coarse", "fine")}  # every file is checked before anything starts
         confirmed = not no_confirm and lam is None and path("confirm").is_file()
-        if confirmed:
-            cfg = settings("confirm", path("confirm"))
-            if jobs > 1:
-                work(ctx, ["search", "confirm", *_args(path("confirm"))], jobs)
-            print_confirm(run_confirm(s, cfg))
-        print_run(train_final(s, settings("final", path("final")), lam, confirmed=confirmed))
+        confirm_cfg = settings("confirm", path("confirm")) if confirmed else None
+        final_cfg = settings("final", path("final"))
+        s.check_tracking()
+        args = [*(["--n-trials", str(n_trials)] if n_trials is not None else []),
+                *(["--lambda", repr(lam)] if lam is not None else []), *(["--no-confirm"] if no_confirm else []),
+                *(["--config-set", config_set] if config_set else [])]
+        with workers(stores, ["pipeline", *args, "--jobs", "1"], jobs or default_jobs()):
+            project = Project.of(s)
+            for stage, cfg in searches.items():
+                print_summary(project.search(stage, settings=cfg))
+            if confirmed:
+                print_confirm(project.confirm(settings=confirm_cfg))
+            print_run(project.train_final(lam, confirmed=confirmed, settings=final_cfg))
