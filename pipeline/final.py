@@ -90,7 +90,7 @@ class Claim:
             trial.set_user_attr("reason", INTERRUPTED if isinstance(e, KeyboardInterrupt) else f"{e}"[:300])
             raise
         for key, value in {RUN_ATTR: result.run_id, "test_accuracy": result.test_accuracy, "lambda": result.lam,
-                           "model_version": result.model_version}.items():
+                           "model_version": str(result.model_version)}.items():
             trial.set_user_attr(key, value)
         return result.val_accuracy
 

@@ -117,8 +117,10 @@ def server_env() -> dict:
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path, backend_uri: str | None = None, timeout: float = 90) -> Iterator[MlflowServer]:
-    """`mlflow server` bound to 127.0.0.1 on a free port, artifacts proxied to workdir/artifacts.
+def mlflow_server(workdir: Path, backend_uri: str | None = None, timeout: float = 90,
+                  serve_artifacts: bool = True) -> Iterator[MlflowServer]:
+    """`mlflow server` bound to 127.0.0.1 on a free port, artifacts proxied to workdir/artifacts (or, without
+    serve_artifacts, not served: clients write them to the server's default root themselves).
 
     backend_uri defaults to a SQLite file in workdir. Waits (at most `timeout` s) until GET /health
     answers, else fails with the server's log. Stops the server's whole process group afterwards.
@@ -132,7 +134,7 @@ def mlflow_server(workdir: Path, backend_uri: str | None = None, timeout: float 
         cmd = [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", backend,
-            "--artifacts-destination", str(workdir / "artifacts"),
+            *(["--artifacts-destination", str(workdir / "artifacts")] if serve_artifacts else ["--no-serve-artifacts"]),
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ]
         with open(log_path, "wb") as log:

@@ -1,0 +1,181 @@
+"""The pipeline is the worker: waits fail dead workers by their heartbeat, the final is claimed once, and with an
+http(s) tracking URI artifacts go through the server or nothing starts.
+
+The heartbeat tests need a PostgreSQL server (HPSEARCH_TEST_POSTGRES, as tests/test_distributed.py); a dead worker
+is a real process, killed with SIGKILL mid-trial, that said it ran on another machine (so only its heartbeat can
+tell it is gone).
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import ROOT, hpsearch, hpsearch_env
+from tests.servers import POSTGRES_ENV, fresh_postgres_db, mlflow_server, postgres_url
+
+PG = postgres_url()
+needs_postgres = pytest.mark.skipif(PG is None, reason=f"no PostgreSQL server configured: set {POSTGRES_ENV}")
+HEARTBEAT_S, GRACE_S = 1, 2
+EXPERIMENT = "cifar10-lambda"
+
+# A worker on "another machine": it runs one trial of the study with Optuna's heartbeat on, until it is killed.
+DEAD_WORKER = textwrap.dedent("""
+    import json, sys, time
+    import optuna
+    from pipeline.session import open_storage
+
+    url, name, attrs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    study = optuna.create_study(study_name=name, storage=open_storage(url, {hb}, {grace}), direction="maximize",
+                                load_if_exists=True)
+
+    def objective(trial):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        print("running", flush=True)
+        time.sleep(600)
+
+    study.optimize(objective, n_trials=1)
+""").format(hb=HEARTBEAT_S, grace=GRACE_S)
+
+
+def kill_mid_trial(storage: str, study_name: str, **attrs) -> None:
+    """Start a worker of another host on the study and SIGKILL it once its trial runs: its trial stays RUNNING."""
+    import json
+
+    attrs = {"host": "another-machine", "pid": 1} | attrs
+    proc = subprocess.Popen([sys.executable, "-c", DEAD_WORKER, storage, study_name, json.dumps(attrs)],
+                            env=hpsearch_env(ROOT), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "running", "the worker did not start its trial"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def pg_storage():
+    with fresh_postgres_db(PG, "optuna") as url:
+        yield url
+
+
+@needs_postgres
+def test_waiting_for_a_stage_fails_a_trial_whose_heartbeat_is_stale(pg_storage):
+    from pipeline.session import open_storage
+    from pipeline.workers import wait_until_settled
+
+    kill_mid_trial(pg_storage, "s-coarse")
+    study = optuna.load_study(study_name="s-coarse", storage=open_storage(pg_storage, HEARTBEAT_S, GRACE_S))
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]
+    failed, said, t0 = [], [], time.monotonic()
+    wait_until_settled(study, said.append, poll_s=0.2, report_s=0.5, on_failed=failed.extend)
+    took = time.monotonic() - t0
+    assert [t.state for t in study.trials] == [TrialState.FAIL] and failed == [0]
+    assert took < GRACE_S + 15, f"the dead worker cost {took:.1f} s, more than the grace period"
+    assert said and "0 on another-machine pid 1" in said[0], said  # while it waited, it said for what
+
+
+@needs_postgres
+def test_the_final_claim_fails_a_dead_claimer_and_trains_once(pg_storage, project, cifar_dir):
+    from pipeline.config import load
+    from pipeline.final import DIGEST_ATTR, train_final
+    from pipeline.session import Session, Stores
+    from pipeline.terminal import Lines
+
+    cfg = load("final")
+    kill_mid_trial(pg_storage, f"{EXPERIMENT}-final", **{DIGEST_ATTR: cfg.replace({"train.lambda": 0.01}).digest()})
+    said = io.StringIO()
+    stores = Stores(data_dir=cifar_dir, storage_url=pg_storage, heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
+    result = train_final(Session(stores, Lines(said)), cfg, lam=0.01)
+
+    study = optuna.load_study(study_name=f"{EXPERIMENT}-final", storage=pg_storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["mlflow_run_id"] == result.run_id and result.model_version == "1"
+    lines = said.getvalue().splitlines()
+    assert lines[0] == f"final: trained by another-machine (pid 1, trial 0 of {EXPERIMENT}-final); waiting for it"
+    assert any(line.startswith("final training with λ = 0.01") for line in lines)
+    uri = f"sqlite:///{project}/mlruns/mlflow.db"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    assert [r.info.run_id for r in client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'final'")] == [
+        result.run_id]
+
+
+def start_worker(project: Path, tracking_uri: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "--tracking-uri", tracking_uri, *args], cwd=project,
+                            env=hpsearch_env(project, OPENBLAS_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_pipeline_workers_train_one_final_through_the_server_and_predict_reads_it(project, cifar_dir):
+    with mlflow_server(project / "server") as server:
+        procs = [start_worker(project, server.url, "pipeline", "--jobs", "1", "--n-trials", "3") for _ in range(2)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        finals = [r for r in runs if r.data.tags.get("hpsearch.role") == "final"]
+        versions = client.search_model_versions("name = 'cifar10-mlp'")
+        predicted = hpsearch("--tracking-uri", server.url, "predict", str(cifar_dir / "test_batch")).stdout
+
+    assert len(finals) == 1 and len(versions) == 1 and versions[0].run_id == finals[0].info.run_id
+    for out, _ in outs:  # both print the one final's result
+        assert f"  MLflow run     {finals[0].info.run_id}" in out and "  model          models:/cifar10-mlp/1" in out
+    waiting = [err for _, err in outs if "final: trained by" in err]
+    assert len(waiting) == 1, [err[-600:] for _, err in outs]
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs)
+    assert len(predicted.splitlines()) == 100  # a line per image of the batch
+    study = optuna.load_study(study_name=f"{EXPERIMENT}-final", storage=journal(project))
+    assert [t.state for t in study.trials if not t.user_attrs.get("surplus")] == [TrialState.COMPLETE]
+
+
+def journal(project: Path):
+    from pipeline.session import open_storage
+
+    return open_storage(str(project / "studies/optuna.journal"))
+
+
+def refused(project: Path, url: str, *args: str) -> str:
+    """The command's stderr, which must be exactly one error line, after a non-zero exit."""
+    proc = start_worker(project, url, *args)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and len(err.splitlines()) == 1 and err.startswith("error: "), (out, err)
+    return err
+
+
+def nothing_recorded(project: Path, client: MlflowClient, experiment: str) -> None:
+    if (project / "studies/optuna.journal").exists():
+        assert optuna.get_all_study_names(storage=journal(project)) == []
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is None or client.search_runs([exp.experiment_id]) == []
+
+
+@pytest.mark.slow
+def test_an_http_store_keeping_artifacts_on_a_local_path_is_refused_before_anything_is_recorded(project):
+    with mlflow_server(project / "server") as server:
+        client = MlflowClient(tracking_uri=server.url)
+        client.create_experiment("made-locally", artifact_location=str(project / "elsewhere"))
+        err = refused(project, server.url, "--experiment", "made-locally", "pipeline", "--jobs", "2")
+        nothing_recorded(project, client, "made-locally")
+    assert "keeps its artifacts at" in err and "--artifacts-destination" in err
+
+
+@pytest.mark.slow
+def test_a_server_that_does_not_serve_artifacts_is_refused_before_the_experiment_is_made(project):
+    with mlflow_server(project / "server", serve_artifacts=False) as server:
+        err = refused(project, server.url, "search", "coarse", "--n-trials", "1")
+        client = MlflowClient(tracking_uri=server.url)
+        assert client.get_experiment_by_name(EXPERIMENT) is None
+        nothing_recorded(project, client, EXPERIMENT)
+    assert "does not serve artifacts" in err and "--artifacts-destination" in err
