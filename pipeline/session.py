@@ -122,8 +122,8 @@ def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S,
             f"unknown storage scheme {scheme!r} in {redact(url)}; use a file path (journal), "
             "sqlite:///FILE or postgresql+psycopg2://USER:PASSWORD@HOST/DB"
         )
-    if grace_s <= heartbeat_s:  # a live worker between two heartbeats would be taken for dead
-        raise UserError(f"--grace-s ({grace_s}) must be longer than --heartbeat-s ({heartbeat_s})")
+    if not 1 <= heartbeat_s < grace_s:  # a live worker between two heartbeats would be taken for dead
+        raise UserError(f"--heartbeat-s ({heartbeat_s}) must be at least 1 and shorter than --grace-s ({grace_s})")
     engine_kwargs = {}
     if scheme.startswith("sqlite"):
         Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""--jobs N: local worker processes share a stage; each gets its share of the cores; secrets stay out of argv."""
+"""--jobs N: this process and N − 1 more share a stage; each gets its share of the cores; secrets stay out of argv."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def test_each_worker_gets_its_share_of_the_cores_and_the_stores_by_environment(m
 
 @pytest.mark.slow
 def test_jobs_2_finish_exactly_n_trials_with_one_run_each(project):
-    out = hpsearch("search", "coarse", "--n-trials", "5", "--jobs", "2").output
+    # trials long enough that the worker this process starts (imports, data) gets some
+    out = hpsearch("search", "coarse", "--n-trials", "5", "--jobs", "2", "--set", "train.n_s=600").output
     assert "coarse: 5/5 trials finished, complete" in out
     study = study_of(project, "coarse")
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]

@@ -170,6 +170,6 @@ def test_fine_waits_for_coarse_trials_still_running_elsewhere():
     done.start()
     said = []
     t0 = time.monotonic()
-    wait_until_settled(study, said.append, poll_s=0.1)
+    wait_until_settled(study, said.append, poll_s=0.1, report_s=0.5)
     assert time.monotonic() - t0 >= 0.9 and study.trials[0].state.name == "COMPLETE"
     assert said and "still running" in said[0]

@@ -179,3 +179,19 @@ def test_a_server_that_does_not_serve_artifacts_is_refused_before_the_experiment
         assert client.get_experiment_by_name(EXPERIMENT) is None
         nothing_recorded(project, client, EXPERIMENT)
     assert "does not serve artifacts" in err and "--artifacts-destination" in err
+
+
+def test_the_heartbeat_settings_come_from_the_environment_and_are_recorded_in_the_stage_run(project, monkeypatch):
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_S", "7")
+    monkeypatch.setenv("HPSEARCH_GRACE_S", "40")
+    hpsearch("search", "coarse", "--n-trials", "1")
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlruns/mlflow.db")
+    (parent,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                                   "tags.`hpsearch.role` = 'stage'")
+    assert (parent.data.params["heartbeat_s"], parent.data.params["grace_s"]) == ("7", "40")
+
+
+def test_a_grace_period_within_one_heartbeat_is_one_line(project):
+    result = hpsearch("--storage", "sqlite:///studies/s.db", "--heartbeat-s", "30", "--grace-s", "30", "search",
+                      "coarse", code=1)
+    assert result.stderr == "error: --heartbeat-s (30) must be at least 1 and shorter than --grace-s (30)\n"

@@ -79,11 +79,10 @@ def main_options(
         str, typer.Option(envvar=EXPERIMENT_ENV, help="MLflow experiment and study prefix.")
     ] = DEFAULT_EXPERIMENT,
     heartbeat_s: Annotated[
-        int, typer.Option(envvar=HEARTBEAT_ENV, min=1, help="Seconds between a worker's heartbeats on a "
-                                                                      "database storage.")
+        int, typer.Option(envvar=HEARTBEAT_ENV, help="Seconds between a worker's heartbeats on a database storage.")
     ] = DEFAULT_HEARTBEAT_S,
     grace_s: Annotated[
-        int, typer.Option(envvar=GRACE_ENV, min=1, help="A trial whose heartbeat is older than this "
+        int, typer.Option(envvar=GRACE_ENV, help="A trial whose heartbeat is older than this "
                                                                   "(seconds) is failed: its worker died.")
     ] = DEFAULT_GRACE_S,
 ) -> None:
