@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import LAMBDA, RUN_ATTR, SEARCH_STAGES
+from pipeline.names import FINAL_STAGE, LAMBDA, RUN_ATTR, SEARCH_STAGES
 from pipeline.workers import FINISHED
 
 
@@ -122,8 +122,9 @@ def trial_table(study: optuna.Study):
 
 
 def stage_tables(session, stages=SEARCH_STAGES) -> dict:
-    """The trial table of each named stage that has a study."""
-    return {stage: trial_table(st) for stage in stages if (st := session.load_study(stage)) is not None}
+    """The trial table of each named stage that has a study (the final's study only claims its training)."""
+    return {stage: trial_table(st) for stage in stages
+            if stage != FINAL_STAGE and (st := session.load_study(stage)) is not None}
 
 
 def report_json(session, tables: dict) -> dict:
