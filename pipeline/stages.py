@@ -43,6 +43,7 @@ def settle(session: Session, study: optuna.Study, stage: Stage, n: int, finish, 
     the stage closes its run (close=True), the others only read. `refill` re-enqueues what a dead worker held."""
     while True:
         run_trials(session, study, stage, n, refill)
+        close_orphan_runs(session, study, stage.parent_run_id)  # Optuna fails stale trials as each trial starts too
         result = finish(True)
         if result.complete:
             return result
