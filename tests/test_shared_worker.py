@@ -62,6 +62,27 @@ def kill_mid_trial(storage: str, study_name: str, **attrs) -> None:
         proc.wait()
 
 
+def within(seconds: float, fn, *args, **kwargs):
+    """fn's result, or a failure (not a hung test) when it has not returned within `seconds`."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["result"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s: a dead worker hangs the wait"
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
 @pytest.fixture
 def pg_storage():
     with fresh_postgres_db(PG, "optuna") as url:
@@ -77,7 +98,7 @@ def test_waiting_for_a_stage_fails_a_trial_whose_heartbeat_is_stale(pg_storage):
     study = optuna.load_study(study_name="s-coarse", storage=open_storage(pg_storage, HEARTBEAT_S, GRACE_S))
     assert [t.state for t in study.trials] == [TrialState.RUNNING]
     failed, said, t0 = [], [], time.monotonic()
-    wait_until_settled(study, said.append, poll_s=0.2, report_s=0.5, on_failed=failed.extend)
+    within(GRACE_S + 30, wait_until_settled, study, said.append, poll_s=0.2, report_s=0.5, on_failed=failed.extend)
     took = time.monotonic() - t0
     assert [t.state for t in study.trials] == [TrialState.FAIL] and failed == [0]
     assert took < GRACE_S + 15, f"the dead worker cost {took:.1f} s, more than the grace period"
@@ -95,7 +116,7 @@ def test_the_final_claim_fails_a_dead_claimer_and_trains_once(pg_storage, projec
     kill_mid_trial(pg_storage, f"{EXPERIMENT}-final", **{DIGEST_ATTR: cfg.replace({"train.lambda": 0.01}).digest()})
     said = io.StringIO()
     stores = Stores(data_dir=cifar_dir, storage_url=pg_storage, heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
-    result = train_final(Session(stores, Lines(said)), cfg, lam=0.01)
+    result = within(GRACE_S + 60, train_final, Session(stores, Lines(said)), cfg, lam=0.01)
 
     study = optuna.load_study(study_name=f"{EXPERIMENT}-final", storage=pg_storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
