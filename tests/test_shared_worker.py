@@ -216,3 +216,23 @@ def test_a_grace_period_within_one_heartbeat_is_one_line(project):
     result = hpsearch("--storage", "sqlite:///studies/s.db", "--heartbeat-s", "30", "--grace-s", "30", "search",
                       "coarse", code=1)
     assert result.stderr == "error: --heartbeat-s (30) must be at least 1 and shorter than --grace-s (30)\n"
+
+
+def test_a_claim_that_finds_an_earlier_live_claim_of_the_same_final_yields_without_training(project, cifar_dir):
+    """Two workers that reach the final at the same moment: the later trial number yields (surplus), untrained."""
+    from pipeline.config import load
+    from pipeline.final import DIGEST_ATTR, Claim
+    from pipeline.session import Session, Stores
+    from pipeline.workers import SurplusTrial, owner
+
+    session = Session(Stores(data_dir=cifar_dir))
+    cfg = load("final").replace({"train.lambda": 0.01})
+    study = optuna.create_study(study_name=f"{EXPERIMENT}-final", storage=session.storage, direction="maximize")
+    first = study.ask()  # the other worker's claim, alive: it is this process
+    for key, value in (owner() | {DIGEST_ATTR: cfg.digest()}).items():
+        first.set_user_attr(key, value)
+    study.optimize(Claim(session, cfg, {"train.lambda": 0.01}, "--lambda", first=0), n_trials=1,
+                   catch=(SurplusTrial,))
+    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
+    assert study.trials[1].user_attrs["surplus"] is True
+    assert session.tracker.find_runs(role="final") == [], "the later claim trained too"
