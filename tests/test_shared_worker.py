@@ -236,3 +236,21 @@ def test_a_claim_that_finds_an_earlier_live_claim_of_the_same_final_yields_witho
     assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
     assert study.trials[1].user_attrs["surplus"] is True
     assert session.tracker.find_runs(role="final") == [], "the later claim trained too"
+
+
+def test_a_pair_enqueued_twice_or_a_trial_the_queue_did_not_fill_yields():
+    """Two workers enqueuing confirm's pairs at once: each pair still trains once."""
+    from pipeline.workers import SurplusTrial, claim_enqueued
+
+    study = optuna.create_study(direction="maximize")
+    for params in ({"lambda": 0.001, "seed": 0}, {"lambda": 0.001, "seed": 0}):
+        study.enqueue_trial(params)
+    outcomes = []
+    for _ in range(3):  # the pair, its duplicate, then a trial with nothing enqueued for it
+        trial = study.ask()
+        try:
+            claim_enqueued(trial)
+            outcomes.append("trains")
+        except SurplusTrial:
+            outcomes.append("yields")
+    assert outcomes == ["trains", "yields", "yields"]
