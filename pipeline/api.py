@@ -64,9 +64,7 @@ def quietly():
 
 def stores(data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
            experiment: str | None = None):
-    """Where data, studies and runs live, as the CLI finds them: the argument, else its environment variable
-    (HPSEARCH_DATA, HPSEARCH_STORAGE, MLFLOW_TRACKING_URI, HPSEARCH_EXPERIMENT; the heartbeat's
-    HPSEARCH_HEARTBEAT_S and HPSEARCH_GRACE_S), else the default."""
+    """Where data, studies and runs live, as the CLI finds them: an argument, else its variable, else the default."""
     from pipeline.session import Stores
 
     def env(name: str) -> str | None:
