@@ -1,0 +1,282 @@
+"""deploy/: what can be checked without a container runtime.
+
+No image can be built or pulled here, so: Debian's `docker-compose config` validates the compose file (it needs no
+daemon); every `hpsearch` and `mlflow server` command line in every deploy file parses with that program's own
+click parser; the containers that run them set only environment variables the program reads; no store URL or
+password is in an argv; and the Kubernetes manifests refer only to objects they define.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer.main
+import yaml
+
+from tests.conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
+ENV_EXAMPLE = DEPLOY / ".env.example"
+# Set in the environment, read by NumPy's BLAS: pipeline/local_workers.py sets them for --jobs workers.
+BLAS_VARS = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+
+
+# ---- collecting command lines and environments from the deploy files --------------------------------------
+def compose_services() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+
+
+def k8s_containers() -> list[tuple[str, dict]]:
+    """(file name, container spec) of every container and init container in deploy/k8s."""
+    found = []
+    for path in K8S:
+        for doc in yaml.safe_load_all(path.read_text()):
+            pod = (doc.get("spec") or {}).get("template", {}).get("spec")
+            for c in (pod or {}).get("initContainers", []) + (pod or {}).get("containers", []):
+                found.append((path.name, c))
+    return found
+
+
+def dockerfile_cmd() -> list[str]:
+    (line,) = [x for x in (DEPLOY / "Dockerfile").read_text().splitlines() if x.startswith("CMD ")]
+    return yaml.safe_load(line.removeprefix("CMD "))  # the exec form is a JSON array
+
+
+def command_lines() -> list[tuple[str, list[str], dict]]:
+    """(where, argv, environment) of every program a deploy file starts; environment as name -> value."""
+    lines = [("Dockerfile CMD", dockerfile_cmd(), {})]
+    for name, service in compose_services().items():
+        if "command" in service:
+            argv = service["command"]
+            lines.append((f"compose {name}", shlex.split(argv) if isinstance(argv, str) else argv,
+                          service.get("environment") or {}))
+    for file, c in k8s_containers():
+        argv = c.get("command", []) + c.get("args", [])
+        if not argv or argv[:2] == ["sh", "-c"]:
+            continue  # the image's own program (postgres), or the init container's wait loop
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        lines.append((f"{file} {c['name']}", argv, env))
+    return lines
+
+
+def programs(name: str) -> list[tuple[str, list[str], dict]]:
+    return [line for line in command_lines() if Path(line[1][0]).name == name]
+
+
+# ---- the programs' own parsers ------------------------------------------------------------------------------
+class BadLine(Exception):
+    """A command line its program's parser refuses."""
+
+
+def parse(group, prog: str, argv: list[str]) -> list:
+    """Parse argv as `prog argv…` would, down to the subcommand, without running anything: the click contexts.
+
+    group: a click command group (Typer brings its own copy of click, so its classes are not click's)."""
+    try:
+        contexts = [group.make_context(prog, list(argv))]
+        rest = contexts[-1]._protected_args + contexts[-1].args
+        while hasattr(contexts[-1].command, "resolve_command") and rest:
+            name, cmd, rest = contexts[-1].command.resolve_command(contexts[-1], rest)
+            contexts.append(cmd.make_context(name, rest, parent=contexts[-1]))
+            rest = contexts[-1]._protected_args + contexts[-1].args
+    except Exception as e:
+        if not hasattr(e, "format_message"):  # click's UsageError and BadParameter, in either copy of click
+            raise
+        raise BadLine(f"{prog} {shlex.join(argv)}: {e.format_message()}") from None
+    if rest:
+        raise BadLine(f"{prog} {shlex.join(argv)}: left over {rest}")
+    return contexts
+
+
+def hpsearch_cli():
+    from pipeline.cli import app
+
+    return typer.main.get_command(app)
+
+
+def mlflow_cli():
+    from mlflow.cli import cli
+
+    return cli
+
+
+def envvars_of(group) -> set[str]:
+    """The environment variables that the options of any command in the group read."""
+    found, todo = set(), [group]
+    while todo:
+        cmd = todo.pop()
+        for p in cmd.params:
+            found.update([p.envvar] if isinstance(p.envvar, str) else p.envvar or [])
+        if hasattr(cmd, "commands"):
+            todo.extend(cmd.commands.values())
+    return found
+
+
+def read_by_the_package() -> set[str]:
+    """Environment variables pipeline/ and model/ read themselves: os.environ[…], .get(…), os.getenv(…)."""
+    pattern = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""")
+    names = set()
+    for path in [*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "model").rglob("*.py")]:
+        names.update(pattern.findall(path.read_text()))
+    return names
+
+
+def hpsearch_reads() -> set[str]:
+    return envvars_of(hpsearch_cli()) | read_by_the_package() | BLAS_VARS
+
+
+def mlflow_reads() -> set[str]:
+    import mlflow.environment_variables as mev
+
+    return envvars_of(mlflow_cli()) | {v.name for v in vars(mev).values()
+                                       if isinstance(getattr(v, "name", None), str) and v.name.isupper()}
+
+
+def unknown_variables(env: dict, known: set[str]) -> list[str]:
+    """Names in env that the program does not read, except those another value expands ($(NAME) in Kubernetes)."""
+    expanded = {m for v in env.values() if isinstance(v, str) for m in re.findall(r"\$\((\w+)\)", v)}
+    return sorted(set(env) - known - expanded)
+
+
+# ---- tests ----------------------------------------------------------------------------------------------------
+def test_every_hpsearch_command_line_parses_and_sets_only_variables_it_reads(monkeypatch):
+    for var in [v for v in os.environ if v.startswith(("HPSEARCH_", "MLFLOW_"))]:
+        monkeypatch.delenv(var)  # click reads envvars while parsing: only the files' own lines count
+    lines = programs("hpsearch")
+    assert {where.split()[0] for where, _, _ in lines} == {"Dockerfile", "compose", "worker-job.yaml"}, lines
+    known = hpsearch_reads()
+    for where, argv, env in lines:
+        contexts = parse(hpsearch_cli(), "hpsearch", argv[1:])
+        assert contexts[-1].command.name == "pipeline", (where, argv)
+        assert contexts[-1].params["jobs"] == 1, f"{where}: one worker per container, BLAS threads set to 1"
+        assert unknown_variables(env, known) == [], f"{where} sets variables hpsearch never reads"
+    workers = [env for where, _, env in lines if where != "Dockerfile CMD"]
+    for env in workers:  # the stores come by environment, never by argv
+        assert {"HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI"} <= set(env)
+        assert env["HPSEARCH_STORAGE"].startswith("postgresql+psycopg2://")
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert BLAS_VARS <= set(env) and {env[v] for v in BLAS_VARS} == {"1"}
+
+
+def test_every_mlflow_server_command_line_parses_and_serves_artifacts(monkeypatch):
+    for var in [v for v in os.environ if v.startswith("MLFLOW_")]:
+        monkeypatch.delenv(var)
+    lines = programs("mlflow")
+    assert {where.split()[0] for where, _, _ in lines} == {"compose", "mlflow.yaml"}, lines
+    for where, argv, env in lines:
+        server = parse(mlflow_cli(), "mlflow", argv[1:])[-1]
+        assert server.command.name == "server", where
+        assert server.params["artifacts_destination"] == "/mlartifacts", where
+        assert server.params["serve_artifacts"], f"{where}: the workers upload through the server"
+        assert "mlflow:5000" in server.params["allowed_hosts"].split(","), f"{where}: the workers' Host header"
+        assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+        assert env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow"), "MLflow's own database"
+        assert unknown_variables(env, mlflow_reads()) == [], f"{where} sets variables MLflow never reads"
+
+
+def test_no_password_or_store_url_in_any_argv():
+    for where, argv, _ in command_lines():
+        line = shlex.join(argv)
+        assert "PASSWORD" not in line and "postgresql" not in line and "change-me" not in line, where
+
+
+@pytest.mark.parametrize("argv, env, complaint", [
+    (["hpsearch", "pipeline", "--job", "1"], {}, "No such option"),
+    (["hpsearch", "pipline"], {}, "No such command"),
+    (["hpsearch", "pipeline", "--jobs", "0"], {}, "--jobs"),
+    (["hpsearch", "pipeline"], {"HPSEARCH_STORAGE_URL": "x"}, "HPSEARCH_STORAGE_URL"),
+])
+def test_the_checks_catch_a_wrong_option_or_variable(argv, env, complaint):
+    """The helpers above fail on what a typo in a deploy file would be."""
+    with pytest.raises((BadLine, AssertionError), match=complaint):
+        parse(hpsearch_cli(), "hpsearch", argv[1:])
+        assert not unknown_variables(env, hpsearch_reads()), unknown_variables(env, hpsearch_reads())
+
+
+def test_kubernetes_manifests_refer_only_to_what_they_define():
+    docs = [d for p in K8S for d in yaml.safe_load_all(p.read_text())]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("StatefulSet", "postgres"), ("Service", "postgres"), ("Deployment", "mlflow"), ("Service", "mlflow"),
+            ("PersistentVolumeClaim", "mlflow-artifacts"), ("Job", "hpsearch-worker")} <= kinds
+    secrets = {d["metadata"]["name"]: set(d["stringData"]) for d in docs if d["kind"] == "Secret"}
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    config_maps = {g["name"] for g in kustomization["configMapGenerator"]}
+    for g in kustomization["configMapGenerator"]:
+        assert all((DEPLOY / f).is_file() for f in g["files"]), g
+    assert sorted(kustomization["resources"]) == sorted(f"k8s/{p.name}" for p in K8S if p.name != "worker-job.yaml")
+    pods = [d for d in docs if "template" in d.get("spec", {})]
+    for d in pods:
+        spec = d["spec"]["template"]["spec"]
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        if "selector" in d["spec"]:
+            assert d["spec"]["selector"]["matchLabels"].items() <= labels.items(), d["metadata"]["name"]
+        for v in spec.get("volumes", []):
+            if "configMap" in v:
+                assert v["configMap"]["name"] in config_maps, v
+            if "persistentVolumeClaim" in v:
+                assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in kinds, v
+        claims = {v["name"] for v in spec.get("volumes", [])}
+        claims |= {t["metadata"]["name"] for t in d["spec"].get("volumeClaimTemplates", [])}
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            assert {m["name"] for m in c.get("volumeMounts", [])} <= claims, c["name"]
+            defined = []
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets.get(ref["name"], ()), ref
+                # Kubernetes expands $(NAME) only from variables listed before it.
+                assert set(re.findall(r"\$\((\w+)\)", e.get("value", ""))) <= set(defined), e["name"]
+                defined.append(e["name"])
+    services = [d for d in docs if d["kind"] == "Service"]
+    for s in services:
+        assert any(s["spec"]["selector"].items() <= p["spec"]["template"]["metadata"]["labels"].items()
+                   for p in pods), s["metadata"]["name"]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["spec"]["parallelism"] > 1 and "completions" not in job["spec"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+
+
+# ---- docker-compose config ------------------------------------------------------------------------------------
+def compose_config(env_file: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        message = "Debian's docker-compose is not installed (apt-get install docker-compose); .ci/run installs it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "CIFAR10_DIR", "WORKERS")}
+    return subprocess.run([exe, "--env-file", str(env_file), "-f", str(DEPLOY / "compose.yaml"), "config"],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_docker_compose_validates_the_compose_file():
+    done = compose_config(ENV_EXAMPLE)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    services = config["services"]
+    assert set(services) == {"postgres", "mlflow", "worker"}
+    worker = services["worker"]
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert worker["environment"]["HPSEARCH_DATA"] == "/data"
+    assert any(v.endswith(":/data:ro") for v in worker["volumes"]), worker["volumes"]
+    mlflow = services["mlflow"]
+    assert any(v.startswith("mlflow-artifacts:/mlartifacts") for v in mlflow["volumes"]), mlflow["volumes"]
+    assert services["postgres"]["environment"]["POSTGRES_DB"] == "optuna"
+    initdb = [v for v in services["postgres"]["volumes"] if "/docker-entrypoint-initdb.d" in v]
+    assert initdb and Path(initdb[0].split(":")[0], "create-mlflow-db.sql").is_file(), initdb
+
+
+def test_docker_compose_refuses_a_missing_password(tmp_path):
+    env_file = tmp_path / "no-password.env"
+    env_file.write_text("".join(line + "\n" for line in ENV_EXAMPLE.read_text().splitlines()
+                                if not line.startswith("POSTGRES_PASSWORD=")))
+    done = compose_config(env_file)
+    assert done.returncode != 0 and "set POSTGRES_PASSWORD" in done.stderr, (done.returncode, done.stderr)
