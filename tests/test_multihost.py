@@ -269,8 +269,11 @@ def test_two_hosts_share_the_whole_pipeline(stores, machines, tmp_path):
         owners[stage] = sorted(t.user_attrs["host"] for t in finished)
     assert {h for hs in owners.values() for h in hs} == {"host1", "host2"}, owners
     # The final is claimed once, through the storage: a one-trial study that every host sees.
-    (final,) = study_trials(storage, experiment, "final")
-    assert final.state == TrialState.COMPLETE and final.user_attrs.get("host") in ("host1", "host2"), final
+    claims = study_trials(storage, experiment, "final")
+    (final,) = [t for t in claims if t.state == TrialState.COMPLETE]
+    assert final.user_attrs.get("host") in ("host1", "host2"), final.user_attrs
+    assert all(t.state == TrialState.FAIL and t.user_attrs.get("surplus") for t in claims if t is not final), [
+        (t.number, t.state.name, t.user_attrs) for t in claims]  # a worker that lost the claim yields
 
     fine = optuna.load_study(study_name=f"{experiment}-fine", storage=storage)
     lo, hi = fine.user_attrs["lambda_min"], fine.user_attrs["lambda_max"]
