@@ -19,13 +19,13 @@ import pytest
 import typer.main
 import yaml
 
+from pipeline.local_workers import THREAD_VARS
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 ENV_EXAMPLE = DEPLOY / ".env.example"
-# Set in the environment, read by NumPy's BLAS: pipeline/local_workers.py sets them for --jobs workers.
-BLAS_VARS = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+BLAS_VARS = set(THREAD_VARS)  # read by NumPy's BLAS; pipeline/local_workers.py sets them for its workers
 
 
 # ---- collecting command lines and environments from the deploy files --------------------------------------

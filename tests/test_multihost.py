@@ -34,6 +34,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from pipeline.local_workers import THREAD_VARS
 from tests.conftest import TOKEN_VAR, hpsearch_env, write_fast_studies
 from tests.netns import Host, Lab, can_make_namespaces
 from tests.servers import MlflowServer, _wait_healthy, server_env
@@ -47,7 +48,7 @@ MLFLOW_PORT = 5000
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "2", "HPSEARCH_GRACE_S": "10"}
 GRACE_S = 10
-ONE_THREAD = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+ONE_THREAD = dict.fromkeys(THREAD_VARS, "1")  # two hosts on this machine's cores
 N_TRIALS = 3  # coarse and fine (--n-trials); confirm: 2 candidates × 2 seeds
 CONFIRM = {"k": "2", "seeds": "2"}
 RUN_TIMEOUT_S = 240
