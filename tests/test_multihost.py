@@ -18,6 +18,7 @@ Under CI=true this fails, instead of skipping, where namespaces cannot be made.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -49,8 +50,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "2", "HPSEARCH_GRACE_S": "10"}
 GRACE_S = 10
 ONE_THREAD = dict.fromkeys(THREAD_VARS, "1")  # two hosts on this machine's cores
-N_TRIALS = 3  # coarse and fine (--n-trials); confirm: 2 candidates × 2 seeds
-CONFIRM = {"k": "2", "seeds": "2"}
+N_TRIALS = 3  # coarse and fine (--n-trials)
+CONFIRM_K, CONFIRM_SEEDS = 2, 2  # confirm: candidates × seeds
+CONFIRM = {"k": str(CONFIRM_K), "seeds": str(CONFIRM_SEEDS)}
+N_CONFIRM = CONFIRM_K * CONFIRM_SEEDS
 RUN_TIMEOUT_S = 240
 
 
@@ -77,35 +80,45 @@ def untokened(env: dict) -> dict:
     return {k: v for k, v in env.items() if k != TOKEN_VAR}
 
 
+# PostgreSQL's cluster lives in a tmpfs of the server's own mount namespace: nobody else sees it, and it is gone
+# with the server (deleting a cluster's thousand files from /tmp took 6 s here).
+POSTGRES_SCRIPT = """
+set -e
+mount -t tmpfs -o mode=0700 hpsearch-postgres "$0"
+chown postgres:postgres "$0"
+cd "$0"
+printf %s "$PG_INIT_PASSWORD" > pw
+chown postgres pw
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+as_postgres "$PG_BIN/initdb" -D data -U "$PG_USER" --pwfile=pw --auth=scram-sha-256 --no-sync >/dev/null
+rm pw
+echo "host all all $PG_SUBNET scram-sha-256" >> data/pg_hba.conf
+exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$PG_BIN/postgres" -D data \
+    -c listen_addresses="$PG_ADDRESS" -c unix_socket_directories="$0" \
+    -c fsync=off -c full_page_writes=off -c synchronous_commit=off
+"""
+
+
 @contextlib.contextmanager
-def postgres(host: Host) -> Iterator[str]:
+def postgres(host: Host, workdir: Path) -> Iterator[str]:
     """A fresh cluster listening on host's address; yields the URL of its server (no database)."""
-    folder = Path(tempfile.mkdtemp(prefix="hpsearch-multihost-pg-"))
-    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-    proc = None
+    workdir.mkdir(parents=True, exist_ok=True)
+    mount_point = Path(tempfile.mkdtemp(prefix="hpsearch-multihost-pg-"))
+    env = untokened(dict(os.environ)) | {"PG_BIN": str(PG_BIN), "PG_USER": PG_USER, "PG_INIT_PASSWORD": PG_PASSWORD,
+                                          "PG_SUBNET": str(host.lab.subnet), "PG_ADDRESS": host.address}
+    log = workdir / "postgres.log"
+    with open(log, "wb") as out:
+        proc = host.popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", POSTGRES_SCRIPT,
+                           str(mount_point)], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                          stderr=subprocess.STDOUT)
     try:
-        shutil.chown(folder, "postgres", "postgres")
-        (folder / "pw").write_text(PG_PASSWORD)
-        shutil.chown(folder / "pw", "postgres", "postgres")
-        data = folder / "data"
-        subprocess.run([*as_postgres, PG_BIN / "initdb", "-D", data, "-U", PG_USER, f"--pwfile={folder / 'pw'}",
-                        "--auth=scram-sha-256", "--no-sync"], cwd=folder, check=True, capture_output=True)
-        with open(data / "pg_hba.conf", "a") as hba:
-            hba.write(f"host all all {host.lab.subnet} scram-sha-256\n")
-        log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - the server writes it until it stops
-        proc = host.popen([*as_postgres, PG_BIN / "postgres", "-D", data, "-c", f"listen_addresses={host.address}",
-                           "-c", f"unix_socket_directories={folder}", "-c", "fsync=off", "-c", "full_page_writes=off",
-                           "-c", "synchronous_commit=off"], cwd=folder, env=untokened(dict(os.environ)),
-                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        url = f"postgresql+psycopg2://{PG_USER}:{PG_PASSWORD}@{host.address}:5432"
-        _create_databases(host.address, proc, folder / "postgres.log", ("optuna", "mlflow"))
-        yield url
+        _create_databases(host.address, proc, log, ("optuna", "mlflow"))
+        yield f"postgresql+psycopg2://{PG_USER}:{PG_PASSWORD}@{host.address}:5432"
     finally:
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        mount_point.rmdir()
 
 
 def _create_databases(address: str, proc: subprocess.Popen, log: Path, names: tuple[str, ...]) -> None:
@@ -163,7 +176,7 @@ def mlflow_server(host: Host, backend_uri: str, workdir: Path) -> Iterator[tuple
 def stores(lab, tmp_path_factory):
     """(PostgreSQL server URL, mlflow server, its artifact folder as others see it), one set per module."""
     with (
-        postgres(lab.add_host("db")) as pg,
+        postgres(lab.add_host("db"), tmp_path_factory.mktemp("postgres")) as pg,
         mlflow_server(lab.add_host("mlflow"), f"{pg}/mlflow", tmp_path_factory.mktemp("mlflow")) as (server, art),
     ):
         yield pg, server, art
@@ -257,13 +270,14 @@ def test_two_hosts_share_the_whole_pipeline(stores, machines, tmp_path):
     pg, server, artifacts = stores
     storage, experiment = f"{pg}/optuna", "multihost-share"
     started = time.monotonic()
-    hosts = [machines(name, experiment) for name in ("host1", "host2")]
+    # Coarse trials of a second or so: both hosts are surely up before the first stage is over.
+    hosts = [machines(name, experiment, coarse_n_s=400) for name in ("host1", "host2")]
     run_to_the_end(hosts)
     took = time.monotonic() - started
 
     client = MlflowClient(tracking_uri=server.url)
     owners = {}
-    for stage, n in (("coarse", N_TRIALS), ("fine", N_TRIALS), ("confirm", int(CONFIRM["k"]) * int(CONFIRM["seeds"]))):
+    for stage, n in (("coarse", N_TRIALS), ("fine", N_TRIALS), ("confirm", N_CONFIRM)):
         trials = study_trials(storage, experiment, stage)
         finished = [t for t in trials if t.state in FINISHED]
         assert len(finished) == n, (stage, [(t.number, t.state.name, t.user_attrs.get("host")) for t in trials])
@@ -276,11 +290,16 @@ def test_two_hosts_share_the_whole_pipeline(stores, machines, tmp_path):
     assert all(t.state == TrialState.FAIL and t.user_attrs.get("surplus") for t in claims if t is not final), [
         (t.number, t.state.name, t.user_attrs) for t in claims]  # a worker that lost the claim yields
 
+    # One fine space: recorded once in the study, logged by the one stage run, and every fine trial drew from it.
     fine = optuna.load_study(study_name=f"{experiment}-fine", storage=storage)
     lo, hi = fine.user_attrs["lambda_min"], fine.user_attrs["lambda_max"]
-    assert all(lo <= t.params["lambda"] <= hi for t in fine.get_trials() if t.state in FINISHED), "one fine space"
-
+    assert all(lo <= t.params["lambda"] <= hi for t in fine.get_trials() if t.state in FINISHED), (lo, hi)
     runs = runs_of(client, experiment)
+    (fine_run,) = [r for r in runs if r.data.tags.get("hpsearch.role") == "stage"
+                   and r.data.tags.get("hpsearch.stage") == "fine"]
+    (logged,) = json.loads(fine_run.data.params["space"])
+    assert (logged["low"], logged["high"]) == (pytest.approx(lo), pytest.approx(hi))
+
     finals = [r for r in runs if r.data.tags.get("hpsearch.role") == "final"]
     assert len(finals) == 1, [(r.info.run_id, r.data.tags.get("mlflow.source.name")) for r in finals]
     assert len(model_versions(client, experiment)) == 1
@@ -323,8 +342,8 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
     trial = optuna.load_study(study_name=f"{experiment}-coarse", storage=storage).trials[killed.number]
     assert trial.state == TrialState.FAIL, trial.state
     assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
-    finished = [t for t in study_trials(storage, experiment, "coarse") if t.state in FINISHED]
-    assert len(finished) == N_TRIALS
+    for stage, n in (("coarse", N_TRIALS), ("fine", N_TRIALS), ("confirm", N_CONFIRM)):
+        assert len([t for t in study_trials(storage, experiment, stage) if t.state in FINISHED]) == n, stage
     assert len([r for r in runs_of(client, experiment) if r.data.tags.get("hpsearch.role") == "final"]) == 1
     assert len(model_versions(client, experiment)) == 1
 
