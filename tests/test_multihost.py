@@ -1,7 +1,8 @@
 """`hpsearch pipeline` on separate hosts: each its own Linux network, UTS, PID and mount namespace on a bridge.
 
 The set-up (tests/netns.py builds the hosts; root only):
-- PostgreSQL, a fresh cluster of its own (Debian's binaries, a temporary folder), in its own network namespace;
+- PostgreSQL, a fresh cluster of its own (Debian's binaries; not the one other tests use), in its own network
+  namespace, its files in a tmpfs of its own mount namespace;
 - `mlflow server` in another, serving artifacts into a tmpfs mounted in a mount namespace of its own: no worker
   (and not this test either) can see that folder, so an artifact exists only if it went through the server;
 - worker hosts host1, host2 (and host3 for a rerun), each with its own hostname, processes and folder, running
@@ -47,8 +48,8 @@ PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.pare
 PG_USER, PG_PASSWORD = "hpsearch", "multihost"
 MLFLOW_PORT = 5000
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "2", "HPSEARCH_GRACE_S": "10"}
-GRACE_S = 10
+GRACE_S = 10  # a dead host's trial is failed this long after its last heartbeat
+HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "2", "HPSEARCH_GRACE_S": str(GRACE_S)}
 ONE_THREAD = dict.fromkeys(THREAD_VARS, "1")  # two hosts on this machine's cores
 N_TRIALS = 3  # coarse and fine (--n-trials)
 CONFIRM_K, CONFIRM_SEEDS = 2, 2  # confirm: candidates × seeds
