@@ -268,6 +268,8 @@ def test_docker_compose_validates_the_compose_file():
     assert worker["environment"]["HPSEARCH_DATA"] == "/data"
     assert any(v.endswith(":/data:ro") for v in worker["volumes"]), worker["volumes"]
     mlflow = services["mlflow"]
+    assert (worker["image"], worker["build"]) == (mlflow["image"], mlflow["build"]), "one image, built by compose"
+    assert mlflow["build"]["dockerfile"] == "deploy/Dockerfile" and Path(mlflow["build"]["context"]) == ROOT
     assert any(v.startswith("mlflow-artifacts:/mlartifacts") for v in mlflow["volumes"]), mlflow["volumes"]
     assert services["postgres"]["environment"]["POSTGRES_DB"] == "optuna"
     initdb = [v for v in services["postgres"]["volumes"] if "/docker-entrypoint-initdb.d" in v]
