@@ -61,19 +61,30 @@ RUN_TIMEOUT_S = 240
 # ---- the lab: a bridge, PostgreSQL and the mlflow server on hosts of their own ------------------------------
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    why = can_make_namespaces()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot make namespaces for the multi-host test: {why}")
-        pytest.skip(f"cannot make namespaces: {why} (run as root; CI=true makes this a failure)")
-    if not (PG_BIN / "initdb").is_file():
-        message = "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_a_lab()
     with Lab() as made:
         yield made
     assert made.leftovers() == [], f"the lab left {made.leftovers()} behind"
+
+
+def require_a_lab() -> None:
+    """Skip where namespaces or PostgreSQL's binaries are missing; under CI=true, fail instead."""
+    why = can_make_namespaces()
+    if why is None and not (PG_BIN / "initdb").is_file():
+        why = "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+    if why is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the multi-host test cannot run: {why}")
+    pytest.skip(f"{why} (CI=true makes this a failure)")
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_without_namespaces_ci_fails_and_elsewhere_it_skips(monkeypatch, ci, outcome):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as a user who may not make namespaces
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="not root"):
+        require_a_lab()
 
 
 def untokened(env: dict) -> dict:
