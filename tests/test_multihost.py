@@ -1,6 +1,6 @@
 """`hpsearch pipeline` on separate hosts: each its own Linux network, UTS, PID and mount namespace on a bridge.
 
-The set-up (tests/netns.py builds the hosts; root only):
+The set-up (tests/netns.py builds the hosts, tests/lab_servers.py starts the servers; root only):
 - PostgreSQL, a fresh cluster of its own (Debian's binaries; not the one other tests use), in its own network
   namespace, its files in a tmpfs of its own mount namespace;
 - `mlflow server` in another, serving artifacts into a tmpfs mounted in a mount namespace of its own: no worker
@@ -247,6 +247,10 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
     run_to_the_end([survivor], timeout=GRACE_S + 90)
     survived = time.monotonic()
 
+    (coarse_run,) = [r for r in runs_of(client, experiment) if r.data.tags.get("hpsearch.role") == "stage"
+                     and r.data.tags.get("hpsearch.stage") == "coarse"]  # the settings the hosts worked with
+    assert {k: coarse_run.data.params.get(k) for k in ("heartbeat_s", "grace_s")} == {
+        "heartbeat_s": HEARTBEAT["HPSEARCH_HEARTBEAT_S"], "grace_s": str(GRACE_S)}
     trial = optuna.load_study(study_name=f"{experiment}-coarse", storage=storage).trials[killed.number]
     assert trial.state == TrialState.FAIL, trial.state
     assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
