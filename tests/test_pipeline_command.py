@@ -286,17 +286,25 @@ def test_train_final_force_trains_a_new_run_and_registers_a_new_version(project)
 
 
 @pytest.mark.slow
-def test_a_worker_that_finds_every_trial_taken_says_so_and_exits_0(project):
+def test_a_worker_that_finds_every_trial_taken_waits_and_takes_over_a_dead_workers_trial(project):
     other = start(project, "search", "coarse", "--n-trials", "1", *LONG)
     try:
         running = wait_for_running_trial(project, other)
         other.send_signal(signal.SIGSTOP)  # alive, its trial RUNNING, and no CPU taken from this test
-        out = hpsearch("search", "coarse", "--n-trials", "1").output  # exit code 0, or hpsearch() fails
-        assert "coarse: 0/1 trials finished, not complete yet (other workers still running?)" in out
+        waiter = start(project, "search", "coarse", "--n-trials", "1")
+        time.sleep(8)
+        assert waiter.poll() is None, waiter.communicate()  # it waits for the other's trial, it does not exit
         (trial,) = studies(project)[f"{EXPERIMENT}-coarse"].trials
         assert trial.number == running.number and trial.state.name == "RUNNING", "it took no trial"
-        assert stage_run(project, "coarse").info.status == "RUNNING"  # the worker that finishes closes it
+        other.kill()  # the other worker dies: its trial is failed and its slot taken over
+        out, err = waiter.communicate(timeout=300)
+        assert waiter.returncode == 0, err
+        assert "coarse: 1/1 trials finished, complete" in out
+        trials = studies(project)[f"{EXPERIMENT}-coarse"].trials
+        assert [t.state.name for t in trials][:1] == ["FAIL"] and trials[-1].state.name in FINISHED
+        assert stage_run(project, "coarse").info.status == "FINISHED"
     finally:
-        other.send_signal(signal.SIGINT)
-        other.send_signal(signal.SIGCONT)
+        if other.poll() is None:
+            other.send_signal(signal.SIGINT)
+            other.send_signal(signal.SIGCONT)
         other.communicate(timeout=60)
