@@ -251,12 +251,13 @@ def test_jobs_2_share_every_search_stage_and_no_confirm_promotes_the_best_search
                     "final: λ = "), out
     assert "confirm" not in out
     found = studies(project)
+    owners = set()  # the workers start once: the one this process starts may join after coarse's first trials
     for stage in ("coarse", "fine"):
         study = found[f"{EXPERIMENT}-{stage}"]
         check_stage(project, study, stage, 3)
-        owners = {(t.user_attrs["host"], t.user_attrs["pid"]) for t in finished(study)}
-        assert len(owners) == 2, f"{stage}: trials of {owners}, not two workers"
+        owners |= {(t.user_attrs["host"], t.user_attrs["pid"]) for t in finished(study)}
         assert all(t.state.name in FINISHED or t.user_attrs.get("surplus") for t in study.trials)
+    assert len(owners) == 2, f"trials of {owners}, not two workers"
     assert f"{EXPERIMENT}-confirm" not in found
     assert not runs(project, "tags.`hpsearch.stage` = 'confirm'")
     final = the_final(project)  # one final run and one model version, whatever the number of workers
@@ -286,17 +287,25 @@ def test_train_final_force_trains_a_new_run_and_registers_a_new_version(project)
 
 
 @pytest.mark.slow
-def test_a_worker_that_finds_every_trial_taken_says_so_and_exits_0(project):
+def test_a_worker_that_finds_every_trial_taken_waits_and_takes_over_a_dead_workers_trial(project):
     other = start(project, "search", "coarse", "--n-trials", "1", *LONG)
     try:
         running = wait_for_running_trial(project, other)
         other.send_signal(signal.SIGSTOP)  # alive, its trial RUNNING, and no CPU taken from this test
-        out = hpsearch("search", "coarse", "--n-trials", "1").output  # exit code 0, or hpsearch() fails
-        assert "coarse: 0/1 trials finished, not complete yet (other workers still running?)" in out
+        waiter = start(project, "search", "coarse", "--n-trials", "1")
+        time.sleep(8)
+        assert waiter.poll() is None, waiter.communicate()  # it waits for the other's trial, it does not exit
         (trial,) = studies(project)[f"{EXPERIMENT}-coarse"].trials
         assert trial.number == running.number and trial.state.name == "RUNNING", "it took no trial"
-        assert stage_run(project, "coarse").info.status == "RUNNING"  # the worker that finishes closes it
+        other.kill()  # the other worker dies: its trial is failed and its slot taken over
+        out, err = waiter.communicate(timeout=300)
+        assert waiter.returncode == 0, err
+        assert "coarse: 1/1 trials finished, complete" in out
+        trials = studies(project)[f"{EXPERIMENT}-coarse"].trials
+        assert [t.state.name for t in trials][:1] == ["FAIL"] and trials[-1].state.name in FINISHED
+        assert stage_run(project, "coarse").info.status == "FINISHED"
     finally:
-        other.send_signal(signal.SIGINT)
-        other.send_signal(signal.SIGCONT)
+        if other.poll() is None:
+            other.send_signal(signal.SIGINT)
+            other.send_signal(signal.SIGCONT)
         other.communicate(timeout=60)
