@@ -112,7 +112,7 @@ def test_whitening_is_fitted_on_the_training_rows_only(tmp_path, monkeypatch):
 
     base = variant("base", None)
     assert base.whitening is not None and base.whitening.spec == spec
-    assert_allclose(fitted_on[-1], sources._normalised.__wrapped__(tmp_path / "base" / "cifar-10-batches-py",
+    assert_allclose(fitted_on[-1], sources._normalised(tmp_path / "base" / "cifar-10-batches-py",
                                                                    "holdout", 50).X_train)
     assert len(fitted_on[-1]) == 450  # 5 × 100 training images, the last 50 validate
     val_changed = variant("val", slice(50, 100))
