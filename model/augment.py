@@ -20,6 +20,11 @@ def flip(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X.reshape(n, CHANNELS, SIDE, SIDE)[..., ::-1]).reshape(n, D)
 
 
+def mirror_permutation() -> np.ndarray:
+    """(3072,) indices: row[mirror_permutation()] is the row's image mirrored left to right."""
+    return flip(np.arange(D)[None, :])[0]
+
+
 class Augmenter:
     """Random flips and shifts of up to `shift` pixels for batches of B rows, buffers allocated once.
 

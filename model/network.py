@@ -89,14 +89,22 @@ def loss_from_scores(S: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     return float((lse - s_y).sum(dtype=np.float64)), int((S.argmax(axis=1) == y).sum())
 
 
-def loss(params: Params, X: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean cross-entropy (with the hidden layer times mask, if given)."""
-    return loss_from_scores(scores(params, X, mask)[1], y)[0] / len(y)
+def loss(params: Params, X: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None, smoothing: float = 0.0) -> float:
+    """Mean cross-entropy (with the hidden layer times mask, if given) against targets smoothed by `smoothing`:
+    1 − smoothing + smoothing/k on the true class, smoothing/k on the others."""
+    S = scores(params, X, mask)[1]
+    ce = loss_from_scores(S, y)[0] / len(y)
+    if not smoothing:
+        return ce
+    # −Σ_j (smoothing/k) log p_j = smoothing · (mean over rows of lse − mean score), so the loss mixes the two.
+    uniform = float(np.mean(log_softmax(S).mean(axis=1)))
+    return (1 - smoothing) * ce - smoothing * uniform
 
 
-def cost(params: Params, X: np.ndarray, y: np.ndarray, lam: float, mask: np.ndarray | None = None) -> float:
-    """Mean cross-entropy + lam * (ΣW1² + ΣW2²)."""
-    return loss(params, X, y, mask) + lam * penalty(params)
+def cost(params: Params, X: np.ndarray, y: np.ndarray, lam: float, mask: np.ndarray | None = None,
+         smoothing: float = 0.0) -> float:
+    """Mean (smoothed) cross-entropy + lam * (ΣW1² + ΣW2²)."""
+    return loss(params, X, y, mask, smoothing) + lam * penalty(params)
 
 
 def accuracy(params: Params, X: np.ndarray, y: np.ndarray) -> float:
@@ -150,16 +158,20 @@ def evaluate(
 
 
 def gradients(
-    params: Params, X: np.ndarray, y: np.ndarray, lam: float, out: Params | None = None, mask: np.ndarray | None = None
+    params: Params, X: np.ndarray, y: np.ndarray, lam: float, out: Params | None = None, mask: np.ndarray | None = None,
+    smoothing: float = 0.0,
 ) -> tuple[Params, np.ndarray]:
     """Gradients of the cost on the batch (X: (B, d), y: (B,)), as the report derives them.
 
     mask: (B, m) ≥ 0, a fixed dropout mask that multiplies the hidden activations, or None.
+    smoothing: label smoothing, the targets are (1 − smoothing)·Y + smoothing/k.
     Returns the gradients (written into `out` when given) and P: (B, k).
     """
     H, P = forward(params, X, mask)
     G = P.copy()
-    G[np.arange(len(y)), y] -= 1  # G = P - Y without forming the one-hot Y
+    if smoothing:
+        G -= smoothing / G.shape[1]
+    G[np.arange(len(y)), y] -= 1 - smoothing  # G = P - Y without forming the one-hot Y
     G /= len(y)
     g = out if out is not None else params.empty_like()
     np.matmul(G.T, H, out=g.W2)

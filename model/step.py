@@ -19,10 +19,11 @@ class Step:
 
     Buffers: H: (B, m), St: (k, B), GH: (B, m), dW1 like W1 (its memory layout too), dW2: (k, m).
     dropout p > 0 draws a fresh inverted-dropout mask on H from rng at every step; after a step,
-    `keep` holds the mask it used.
+    `keep` holds the mask it used. smoothing α > 0 trains against the label-smoothed targets (1 − α)Y + α/k.
     """
 
-    def __init__(self, params: Params, B: int, dropout: float = 0.0, rng: np.random.Generator | None = None):
+    def __init__(self, params: Params, B: int, dropout: float = 0.0, rng: np.random.Generator | None = None,
+                 smoothing: float = 0.0):
         m, _ = params.W1.shape
         k = params.W2.shape[0]
         dt = params.W1.dtype
@@ -45,6 +46,7 @@ class Step:
         if dropout and rng is None:
             raise ValueError("dropout needs a random generator")
         self.dropout, self.rng = dropout, rng
+        self.smoothing = smoothing
         self.keep = np.empty((B, m), dt) if dropout else None
 
     def __call__(self, params: Params, X: np.ndarray, y: np.ndarray, eta: float, lam: float) -> bool:
@@ -71,7 +73,9 @@ class Step:
         St *= self.z
         np.multiply(y, self.B, out=self.true)
         self.true += self.cols
-        self.St_flat[self.true] -= c  # G = c(P − Y) without forming the one-hot Y
+        if self.smoothing:  # targets (1 − α)Y + α/k
+            St -= c * self.smoothing / St.shape[0]
+        self.St_flat[self.true] -= c * (1 - self.smoothing)  # G = c(P − Y) without forming the one-hot Y
         np.matmul(St, H, out=self.dW2)
         np.add.reduce(St, axis=1, out=self.db2)
         np.matmul(St.T, W2, out=GH)  # W2 before its update

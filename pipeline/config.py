@@ -19,6 +19,7 @@ from pathlib import Path
 
 from model import cifar10
 from model.train import TrainSettings
+from model.whiten import WhitenSpec
 from pipeline import space
 from pipeline.errors import ConfigError
 
@@ -30,17 +31,29 @@ FINE_RULES = ("top2", "region")
 CONFIRM_RULES = ("best-mean", "one-se")
 
 
+_WHITEN = WhitenSpec()  # whitening's own defaults: written once, in model.whiten
+
+
 @dataclass(frozen=True)
 class DataSection:
     split: str = "holdout"  # "exercise" (batch 1 / batch 2 / test) or "holdout"
     val_size: int = 5000  # holdout: the last val_size training images validate
     val_fold: int = 0  # holdout: 0 = the last val_size images, 1 = the block before them, ...
+    # Whitening of the normalised input, fitted on the training part: "none" | "pca" | "zca" (see model.whiten).
+    whiten: str = _WHITEN.kind
+    whiten_eps: float = _WHITEN.eps  # added to every eigenvalue of the training covariance
+    whiten_keep: float = _WHITEN.keep  # pca: the fraction of the variance kept
 
     def __post_init__(self):
         try:
             cifar10.check_split(self.split, self.val_size, self.val_fold)
         except cifar10.DataError as e:
             raise ValueError(str(e)) from None
+        self.whitening  # noqa: B018 -- the whitening rules live with the whitening
+
+    @property
+    def whitening(self) -> WhitenSpec:
+        return WhitenSpec(self.whiten, self.whiten_eps, self.whiten_keep)
 
 
 _DEFAULT = TrainSettings()  # the training's own defaults: written once, in model.train
@@ -66,6 +79,7 @@ class TrainSection:
     augment: bool = _DEFAULT.augment
     shift: int = _DEFAULT.shift
     tta_flip: bool = _DEFAULT.tta_flip
+    label_smoothing: float = _DEFAULT.label_smoothing
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def run_confirm(session: Session, cfg: Settings):
         cands = candidates(session, cfg.confirm.k, cfg.confirm.min_gap)
         folds = cfg.confirm.folds and cfg.data.split == "holdout"
         if folds:  # every seed's block must exist: fail before anything is recorded
-            data = session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold)
+            data = session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold, cfg.data.whitening)
             total = len(data.y_train) + len(data.y_val)
             need = len(seeds) * cfg.data.val_size
             if need > total:

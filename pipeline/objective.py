@@ -20,8 +20,11 @@ SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it
 
 
 def data_params(data: Dataset) -> dict:
-    """What a run records of its data: the digest of the exact images and split, and the sizes."""
-    return {"data.digest": data.digest, "data.n_train": len(data.y_train), "data.n_val": len(data.y_val)}
+    """What a run records of its data: the digest of the exact images and split, the sizes, and the digest of
+    the whitening matrix fitted on the training part (with the number of eigenvectors it kept)."""
+    w = data.whitening
+    return {"data.digest": data.digest, "data.n_train": len(data.y_train), "data.n_val": len(data.y_val)} | (
+        {"data.whiten_digest": w.digest, "data.whiten_components": w.components} if w is not None else {})
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Everything goes through MlflowClient and explicit URIs: no process-global tracking or registry URI.
 The model ships only what `predict` needs: the network's forward pass and the normalisation (in its
-weights file), not the data loader or the trainer.
+weights file; a whitening is folded into the first layer), not the data loader or the trainer.
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ ARTIFACT = "model"
 
 
 def register(tracker, run_id: str, params: Params, data, classes, description: str, tta_flip: bool = False) -> str:
-    """Log the pyfunc model on the run, register it and move the champion alias to the new version."""
+    """Log the pyfunc model on the run, register it and move the champion alias to the new version.
+
+    A whitened run's whitening is folded into the first layer (model.whiten.Whitening.fold), so the registered
+    model still takes raw pixels, standardises them and is 3072 → m → 10. Its whitening commutes with mirroring,
+    so mirror averaging on the folded model is the mirror averaging the run was tested with.
+    """
+    whitening = getattr(data, "whitening", None)
+    if whitening is not None:
+        params = whitening.fold(params)
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import ModelSignature
@@ -53,7 +61,8 @@ def register(tracker, run_id: str, params: Params, data, classes, description: s
                 saved, python_model=str(PYFUNC_CODE), artifacts={"weights": str(weights)}, code_paths=[str(code)],
                 signature=signature, input_example=np.rint(data.mean[None, :]).astype(np.float32),  # the mean image
                 pip_requirements=[f"numpy=={np.__version__}"],
-                metadata={"classes": list(classes), "data_digest": data.digest},
+                metadata={"classes": list(classes), "data_digest": data.digest} | (
+                    {"whiten_digest": whitening.digest} if whitening is not None else {}),
             )
         client.log_artifacts(run_id, str(saved), ARTIFACT)
     with contextlib.suppress(MlflowException):  # it exists after the first final training

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 
+from model.whiten import WhitenSpec
 from pipeline import sources
 from pipeline.errors import UserError
 from pipeline.names import (
@@ -97,10 +98,10 @@ class Session:
         """The data folder given, or the URL the data is downloaded from (what runs record as their source)."""
         return sources.origin(self.stores.data_dir)
 
-    def dataset(self, split: str, val_size: int, val_fold: int = 0):
-        """The split, loaded and normalised once per process (the coarse and fine stages share it)."""
+    def dataset(self, split: str, val_size: int, val_fold: int = 0, whitening: WhitenSpec = sources.NO_WHITENING):
+        """The split, loaded and normalised (and whitened) once per process (the coarse and fine stages share it)."""
         folder = sources.resolve(self.stores.data_dir, self.terminal.say)
-        return sources.dataset(folder, split, val_size, val_fold)
+        return sources.dataset(folder, split, val_size, val_fold, whitening)
 
 
 def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S,

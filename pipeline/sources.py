@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from model import cifar10
+from model import cifar10, whiten
+from model.augment import mirror_permutation
 from pipeline.errors import UserError
 
 DOWNLOAD_DIR = cifar10.DEFAULT_DOWNLOAD_DIR  # written once, in model.cifar10
@@ -57,10 +58,11 @@ def batches(folder: Path, split: str) -> cifar10.Batches:
         raise UserError(str(e)) from None
 
 
+NO_WHITENING = whiten.WhitenSpec()
 _held: dict[tuple, cifar10.Dataset] = {}  # the one normalised split this process holds
 
 
-def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0) -> cifar10.Dataset:
+def _normalised(folder: Path, split: str, val_size: int, val_fold: int = 0) -> cifar10.Dataset:
     """The split, normalised once per process and split (the coarse and fine stages share it). One split at a
     time: the one held is let go before the next is made, so two never take memory at once."""
     key = (folder, split, val_size, val_fold)
@@ -73,3 +75,28 @@ def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0) -> cifar
         except cifar10.DataError as e:
             raise UserError(str(e)) from None
     return _held[key]
+
+
+@functools.lru_cache(maxsize=1)  # the covariance and its eigh take 10-25 s at 45k rows: once per split
+def _eigen(folder: Path, split: str, val_size: int, val_fold: int = 0) -> whiten.Eigen:
+    return whiten.fit(_normalised(folder, split, val_size, val_fold).X_train, mirror_permutation())
+
+
+_whitened: dict[tuple, cifar10.Dataset] = {}  # the one whitened copy (as large as the split) this process holds
+
+
+def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0,
+            whitening: whiten.WhitenSpec = NO_WHITENING) -> cifar10.Dataset:
+    """The split, normalised once per process and split (the coarse and fine stages share it), and whitened as
+    `whitening` says, fitted on the training part only; one whitened copy at a time, like the split."""
+    data = _normalised(folder, split, val_size, val_fold)
+    key = (folder, split, val_size, val_fold, whitening)
+    if key not in _whitened:
+        _whitened.clear()
+        if not whitening.on:
+            return data
+        try:
+            _whitened[key] = whiten.whiten_dataset(data, whitening, _eigen(folder, split, val_size, val_fold))
+        except ValueError as e:
+            raise UserError(f"whitening: {e}") from None
+    return _whitened[key]

@@ -6,8 +6,9 @@ refines it around the coarse results.
     "train.n_s"     = { low = 200, high = 800 }                 # int (integers)
     "model.hidden"  = { choices = [50, 100, 200, 400] }         # categorical
 
-Each key is a setting of the [model] or [train] section. Optuna names a dimension by the setting's own
-key ("lambda", "hidden"), so studies and MLflow params read like the settings files.
+Each key is a setting of the [model] or [train] section, or one of the [data] section's whitening settings.
+Optuna names a dimension by the setting's own key ("lambda", "hidden"), so studies and MLflow params read like
+the settings files.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from dataclasses import asdict, dataclass
 from pipeline.errors import ConfigError
 
 SEARCHABLE = ("model", "train")  # the sections a space may search
+# and the data settings it may: how the input is whitened (never the split, which would change what is scored)
+SEARCHABLE_DATA = ("data.whiten", "data.whiten_eps", "data.whiten_keep")
+
+
+def searchable(key: str) -> bool:
+    return key.partition(".")[0] in SEARCHABLE or key in SEARCHABLE_DATA
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,8 @@ def _dimension(key: str, spec, types: Mapping[str, type], where: str) -> Dimensi
     def fail(msg):
         raise ConfigError(f"{where}[space] {key}: {msg}")
 
-    if key.partition(".")[0] not in SEARCHABLE or key not in types:
-        known = ", ".join(k for k in types if k.partition(".")[0] in SEARCHABLE)
+    if not searchable(key) or key not in types:
+        known = ", ".join(k for k in types if searchable(k))
         fail(f"unknown setting; a space may search: {known}")
     kind = types[key]
     if not isinstance(spec, Mapping):

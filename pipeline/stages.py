@@ -141,7 +141,7 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     if done.finished + done.running < n or tracker.status(parent) != "FINISHED":
         tracker.set_status(parent, "RUNNING")  # (re)opened: a rerun with a larger n_trials continues it
     def dataset(c: Settings):  # a trial's data by its settings: confirm's seeds validate on their own blocks
-        return session.dataset(c.data.split, c.data.val_size, c.data.val_fold)
+        return session.dataset(c.data.split, c.data.val_size, c.data.val_fold, c.data.whitening)
 
     return Stage(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale, params,
                  session.data_origin)

@@ -14,6 +14,7 @@ from pipeline.confirm import chosen_settings
 from pipeline.data_input import DataInput
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME, SEARCH_STAGES
+from pipeline.objective import data_params
 from pipeline.results import best_trial, trial_settings
 from pipeline.session import Session
 from pipeline.stages import settled_study
@@ -34,16 +35,14 @@ class RunResult:
 def train_run(session: Session, cfg: Settings, name: str, role: str, register: bool = False,
               tags: dict | None = None) -> RunResult:
     """One training with its own MLflow run: params, curves, test accuracy (and the registered model)."""
-    data = session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold)
+    data = session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold, cfg.data.whitening)
     settings = cfg.train_settings()
     lam = settings.lam
     run = TrackedRun(
         session.tracker, name, what=name, values=f"λ = {lam:.3g}", steps=settings.total_steps,
         tags={"stage": name, "role": role, "config_digest": cfg.digest(), "data_digest": data.digest, **(tags or {})},
-        params=cfg.flat() | ({f"log10_{LAMBDA}": math.log10(lam)} if lam > 0 else {}) | {
-                                LAMBDA: lam, "data.digest": data.digest,
-                             "data.n_train": len(data.y_train), "data.n_val": len(data.y_val),
-                             "code_version": code_version(), "config": cfg.source},
+        params=cfg.flat() | ({f"log10_{LAMBDA}": math.log10(lam)} if lam > 0 else {}) | data_params(data) | {
+            LAMBDA: lam, "code_version": code_version(), "config": cfg.source},
         data=DataInput(data, cfg.data.val_fold, session.data_origin), terminal=session.terminal,
     )
     try:

@@ -39,8 +39,8 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     params = network.init_params(6, 4, 10, rng, dtype=np.float64)
     real = network.gradients
 
-    def off_by_lambda(p, X, y, lam, out=None, mask=None):
-        g, P = real(p, X, y, 0.0, out, mask)  # forgets the regulariser
+    def off_by_lambda(p, X, y, lam, out=None, mask=None, smoothing=0.0):
+        g, P = real(p, X, y, 0.0, out, mask, smoothing)  # forgets the regulariser
         return g, P
 
     monkeypatch.setattr(gradcheck, "gradients", off_by_lambda)
@@ -207,7 +207,35 @@ def test_model_package_is_pure():
                 raise AssertionError(f"{path.name} prints")
 
 
-def test_fused_step_equals_gradients_and_sgd():
+def test_label_smoothed_gradients_match_centered_differences():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((10, 30))
+    y = rng.integers(0, 10, 10)
+    params = network.init_params(30, 8, 10, rng, dtype=np.float64)
+    table = gradcheck.compare(params, X, y, lam=0.1, smoothing=0.2)
+    for name, row in table.items():
+        assert row["max_rel"] < 1e-6, (name, row)
+        assert row["max_abs"] < 1e-8, (name, row)
+    # The smoothed targets change the gradient (else the check above would not be checking them).
+    plain, _ = network.gradients(params, X, y, 0.1)
+    smooth, _ = network.gradients(params, X, y, 0.1, smoothing=0.2)
+    assert np.abs(plain.b2 - smooth.b2).max() > 1e-3
+
+
+def test_label_smoothed_loss_by_hand():
+    """Targets 1 − α + α/k on the true class and α/k elsewhere: −Σ t_j log p_j."""
+    params = network.init_params(5, 4, 10, np.random.default_rng(3), dtype=np.float64)
+    X = np.random.default_rng(4).standard_normal((3, 5))
+    y = np.array([1, 7, 7])
+    P = network.forward(params, X)[1]
+    T = np.full((3, 10), 0.3 / 10)
+    T[np.arange(3), y] += 0.7
+    assert_allclose(network.loss(params, X, y, smoothing=0.3), -(T * np.log(P)).sum(axis=1).mean(), rtol=1e-12)
+    assert_allclose(network.loss(params, X, y), -np.log(P[np.arange(3), y]).mean(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_fused_step_equals_gradients_and_sgd(smoothing):
     """model.step.Step (the training loop's step) makes the same update as gradients() + plain SGD."""
     from model.step import Step
 
@@ -218,10 +246,10 @@ def test_fused_step_equals_gradients_and_sgd():
     params.b1[:] = rng.standard_normal(12) * 0.1
     params.b2[:] = rng.standard_normal(10) * 0.1
     eta, lam = 0.05, 0.02
-    g, _ = network.gradients(params, X, y, lam)
+    g, _ = network.gradients(params, X, y, lam, smoothing=smoothing)
     expected = {name: p - eta * dp for (name, p), (_, dp) in zip(params.items(), g.items(), strict=True)}
     fused = network.Params(np.asfortranarray(params.W1), *(a.copy() for _, a in list(params.items())[1:]))
-    assert Step(fused, 32)(fused, X, y, eta, lam)
+    assert Step(fused, 32, smoothing=smoothing)(fused, X, y, eta, lam)
     for name, p in fused.items():
         assert_allclose(p, expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
         assert not np.array_equal(p, getattr(params, name)), name  # every parameter moved

@@ -111,7 +111,7 @@ class Dataset:
 
     mean, std: (3072,) float32 of the training part. digest: sha256 hex of the raw uint8 images
     and labels used (train, val, test in order) and the split description. val_size: the
-    number of validation images actually used.
+    number of validation images actually used. whitening: see model.whiten.whiten_dataset.
     """
 
     X_train: np.ndarray
@@ -125,6 +125,7 @@ class Dataset:
     digest: str
     split: str
     val_size: int
+    whitening: Any = None  # a model.whiten.Whitening applied to every part after the normalisation, or None
 
     def __repr__(self) -> str:
         return (f"Dataset(split={self.split!r}, train={len(self.y_train)}, val={len(self.y_val)}, "
