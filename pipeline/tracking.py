@@ -153,6 +153,14 @@ class Tracker:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
+    def log_input(self, run_id: str, dataset) -> None:
+        """The runs view's Datasets column; of two workers inserting one dataset at once, the loser's retry finds it."""
+        from mlflow.exceptions import MlflowException
+        try:
+            self.client.log_inputs(run_id, datasets=[dataset])
+        except MlflowException:
+            self.client.log_inputs(run_id, datasets=[dataset])
+
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
@@ -207,7 +215,7 @@ class TrackedRun:
         self.run_id = tracker.create_run(name, {**tags, "state": "RUNNING"}, parent_run_id=parent_run_id)
         tracker.set_tags(self.run_id, {NOTE: f"{self.describe}: running"})
         tracker.log_params(self.run_id, params)
-        tracker.client.log_inputs(self.run_id, datasets=[data.entity()])  # the runs view's Datasets column
+        tracker.log_input(self.run_id, data.entity())
         self.metrics = MetricBuffer(tracker.client, self.run_id)
         self.history: dict[str, list] = {"step": []}
         self.state = self.reason = None
@@ -285,7 +293,6 @@ def _prepare_local_store(db: Path) -> str:
 def _as_user_error(what: str):
     """Turn a store that cannot be opened into one line instead of a stack of SQLAlchemy frames."""
     from mlflow.exceptions import MlflowException
-
     try:
         yield
     except (MlflowException, OSError) as e:

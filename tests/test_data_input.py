@@ -59,3 +59,22 @@ def test_every_kind_of_training_logs_its_dataset_input(project, cifar_dir):
         assert profile["n_val"] == int(run.data.params["data.n_val"])
     assert [i.dataset.name for i in by_role["single"][0].inputs.dataset_inputs] == ["cifar10-exercise"]
     assert by_role["final"][0].inputs.dataset_inputs[0].dataset.name == "cifar10-holdout-val100"
+
+
+def test_a_dataset_another_worker_inserted_at_the_same_moment_is_logged_on_the_second_try():
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import Tracker
+
+    class RacingClient:  # the server answers the loser of the insert race with a duplicate key, once
+        calls: list = []
+
+        def log_inputs(self, run_id, datasets):
+            self.calls.append(run_id)
+            if len(self.calls) == 1:
+                raise MlflowException("duplicate key value violates unique constraint \"dataset_pk\"")
+
+    tracker = Tracker.__new__(Tracker)
+    tracker.client = RacingClient()
+    tracker.log_input("run-1", DataInput(fake(), 0, "/d").entity())
+    assert RacingClient.calls == ["run-1", "run-1"]
