@@ -13,6 +13,8 @@ import pytest
 
 from pipeline import confirm
 from pipeline.confirm import Candidate, Score
+from pipeline.confirm.candidates import near
+from pipeline.confirm.stage import pair
 from pipeline.session import Session, Stores
 from tests.conftest import hpsearch, hpsearch_env
 from tests.test_errors import fails
@@ -81,18 +83,19 @@ def test_the_one_se_pick_is_always_the_second_candidate(session):
 
 def test_other_settings_make_a_candidate_distinct_whatever_the_gap():
     a = {"train.lambda": 1e-3, "model.hidden": 50, "train.eta_max": 0.1}
-    assert confirm._near(a, a | {"train.lambda": 1.1e-3}, 0.25)
-    assert not confirm._near(a, a | {"train.lambda": 1.1e-3, "model.hidden": 100}, 0.25)
-    assert not confirm._near(a, a | {"train.eta_max": 0.05}, 0.25)  # 0.30 decade apart
-    assert not confirm._near(a, a | {"train.lambda": 1.1e-3}, 0.0)
+    assert near(a, a | {"train.lambda": 1.1e-3}, 0.25)
+    assert not near(a, a | {"train.lambda": 1.1e-3, "model.hidden": 100}, 0.25)
+    assert not near(a, a | {"train.eta_max": 0.05}, 0.25)  # 0.30 decade apart
+    assert not near(a, a | {"train.lambda": 1.1e-3}, 0.0)
 
 
-def test_each_seed_validates_on_its_own_block_shared_by_every_candidate():
+def test_each_round_validates_on_its_own_block_shared_by_every_candidate():
     cands = [cand(1e-3), cand(4e-3), cand(1e-4)]
-    got = confirm.pairs(cands, [7, 8], folds=True)
-    assert [(p["train.lambda"], p["train.seed"], p["data.val_fold"]) for p in got] == [
-        (1e-3, 7, 0), (4e-3, 7, 0), (1e-4, 7, 0), (1e-3, 8, 1), (4e-3, 8, 1), (1e-4, 8, 1)]
-    assert all("data.val_fold" not in p for p in confirm.pairs(cands, [7, 8], folds=False))
+    got = [pair(c, i, r, 7, folds=True) for r in (0, 1) for i, c in enumerate(cands)]
+    assert [(p["lambda"], p["seed"], p["val_fold"], a["round"], a["candidate"]) for p, a in got] == [
+        (1e-3, 7, 0, 0, 0), (4e-3, 7, 0, 0, 1), (1e-4, 7, 0, 0, 2), (1e-3, 8, 1, 1, 0), (4e-3, 8, 1, 1, 1),
+        (1e-4, 8, 1, 1, 2)]
+    assert "val_fold" not in pair(cands[0], 0, 1, 7, folds=False)[0]
 
 
 def test_fewer_distinct_lambdas_than_k(session):
@@ -113,16 +116,6 @@ def test_standard_error_combines_seeds_and_the_validation_sample():
     assert Score(cand(1e-3), [0.5], 5000).se == pytest.approx(math.sqrt(0.25 / 5000))  # one seed: binomial only
     # Each seed on its own block of 5,000: the sampling noise is that of 10,000 images.
     assert Score(cand(1e-3), [0.52, 0.50], 5000, folds=2).se == pytest.approx(math.sqrt(seeds + 0.51 * 0.49 / 10000))
-
-
-def test_best_mean_and_one_se():
-    scored = [Score(cand(1e-4), [0.530, 0.530], 5000),  # best mean, se ≈ 0.00706
-              Score(cand(5e-3), [0.526, 0.526], 5000),  # within one SE: one-se takes it (larger λ)
-              Score(cand(2e-2), [0.520, 0.520], 5000),  # 0.010 below: outside one SE
-              Score(cand(1e-5), [0.529, 0.529], 5000)]
-    assert confirm.choose(scored, "best-mean").candidate.settings["train.lambda"] == 1e-4
-    assert confirm.choose(scored, "one-se").candidate.settings["train.lambda"] == 5e-3
-    assert confirm.choose([], "best-mean") is None
 
 
 # ---- the stage on tiny data ----------------------------------------------------------------------
@@ -157,7 +150,7 @@ def test_k_times_r_trials_one_run_each_under_one_parent_and_a_rerun_adds_nothing
     assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
     digests = {(r.data.params["data.val_fold"], r.data.params["data.digest"]) for r in children}
     assert len(digests) == 2 and {fold for fold, _ in digests} == {"0", "1"}  # every candidate on the same two
-    assert "6 trainings finished, complete" in out["again"]
+    assert "6 trainings in 2 round(s), complete" in out["again"]
     artifacts = {a.path for a in client(folder).list_artifacts(parents[0].info.run_id)}
     assert {"candidates.csv", "candidates.png"} <= artifacts
     chosen = study_of(folder, "confirm").user_attrs["chosen"]["train.lambda"]
@@ -184,9 +177,9 @@ def test_confirm_before_any_search(project):
 @pytest.mark.parametrize("args, match", [
     (["--set", "confirm.k=0"], "confirm.k must be ≥ 1"),
     (["--set", "confirm.seeds=0"], "confirm.seeds must be ≥ 1"),
-    (["--set", 'confirm.select="median"'], "confirm.select must be one of best-mean, one-se"),
+    (["--set", 'confirm.select="median"'], "confirm.select must be one of best-mean, one-se, fit"),
     (["--set", "confirm.min_gap=-0.1"], "confirm.min_gap must be a number of decades"),
-    (["--set", "confirm.seeds=3"], "3 seeds need 600, the training batches hold 500"),
+    (["--set", "confirm.seeds=3"], "3 rounds need 600, the training batches hold 500"),
 ])
 def test_bad_confirm_settings(project, args, match):
     hpsearch("search", "coarse", "--n-trials", "2", "--no-prune")
