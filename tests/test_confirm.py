@@ -119,6 +119,10 @@ def test_standard_error_combines_seeds_and_the_validation_sample():
 
 
 # ---- the stage on tiny data ----------------------------------------------------------------------
+GRID = ["--set", 'confirm.strategy="grid"', "--set", 'confirm.placement="top"', "--set", "confirm.k=3",
+        "--set", 'confirm.select="best-mean"']  # the first confirm stage's design: its top three, two rounds each
+
+
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory, cifar_dir):
     from tests.conftest import project_folder
@@ -126,7 +130,7 @@ def confirmed(tmp_path_factory, cifar_dir):
     with project_folder(tmp_path_factory.mktemp("confirm"), cifar_dir) as folder:
         hpsearch("search", "coarse", "--n-trials", "4", "--no-prune")
         hpsearch("search", "fine", "--n-trials", "2", "--no-prune")
-        out = {"first": hpsearch("search", "confirm").output, "again": hpsearch("search", "confirm").output,
+        out = {"first": hpsearch("search", "confirm", *GRID).output, "again": hpsearch("search", "confirm").output,
                "final": hpsearch("train-final").output, "old": hpsearch("train-final", "--no-confirm").output}
         yield folder, out
 
@@ -179,7 +183,10 @@ def test_confirm_before_any_search(project):
     (["--set", "confirm.seeds=0"], "confirm.seeds must be ≥ 1"),
     (["--set", 'confirm.select="median"'], "confirm.select must be one of best-mean, one-se, fit"),
     (["--set", "confirm.min_gap=-0.1"], "confirm.min_gap must be a number of decades"),
-    (["--set", "confirm.seeds=3"], "3 rounds need 600, the training batches hold 500"),
+    (["--set", 'confirm.strategy="grid"', "--set", "confirm.seeds=3"], "3 rounds need 600, the training batches"),
+    (["--set", "confirm.budget=2"], "confirm.budget 2 is smaller than confirm.k 4"),
+    (["--set", 'confirm.strategy="tournament"'], "confirm.strategy must be one of grid, race"),
+    (["--set", "confirm.budget=8"], "3 rounds need 600, the training batches hold 500"),
 ])
 def test_bad_confirm_settings(project, args, match):
     hpsearch("search", "coarse", "--n-trials", "2", "--no-prune")
@@ -218,3 +225,63 @@ def test_kill_9_mid_confirm_then_a_rerun_completes_it(project):
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(done) == 6 and len({(t.params["lambda"], t.params["seed"]) for t in done}) == 6
     assert (killed.params["lambda"], killed.params["seed"]) in {(t.params["lambda"], t.params["seed"]) for t in done}
+
+
+# ---- racing on tiny data --------------------------------------------------------------------------
+RACE = ["--set", "confirm.k=3", "--set", "confirm.budget=5", "--set", "data.val_size=100"]  # race, spread, fit
+
+
+def test_a_race_records_per_image_correctness_and_its_decision(project):
+    from pipeline.confirm.paired import decode
+
+    hpsearch("search", "coarse", "--n-trials", "4", "--no-prune")
+    out = hpsearch("search", "confirm", *RACE).output
+    trials = study_of(project, "confirm").get_trials()
+    assert 3 <= len(trials) <= 5 and all(t.state.name == "COMPLETE" for t in trials)
+    assert [t.user_attrs["round"] for t in trials[:3]] == [0, 0, 0]
+    for t in trials:  # the bits decode to the run's own validation accuracy
+        correct = decode(t.user_attrs["val_correct"], t.user_attrs["n_val"])
+        assert t.user_attrs["n_val"] == 100 and correct.mean() == pytest.approx(t.value)
+    child = trials[0].user_attrs["mlflow_run_id"]
+    assert "val_correct.npy" in {a.path for a in client(project).list_artifacts(child)}
+    parent = runs_of(project, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'confirm'")[0]
+    assert {"candidates.csv", "candidates.png", "decision.md"} <= {
+        a.path for a in client(project).list_artifacts(parent.info.run_id)}
+    decision = client(project).download_artifacts(parent.info.run_id, "decision.md", str(project))
+    assert "## Why this λ" in Path(decision).read_text() and "chosen by fit" in out
+    chosen = study_of(project, "confirm").user_attrs["chosen"]["train.lambda"]
+    lams = [t.params["lambda"] for t in trials]
+    assert min(lams) <= chosen <= max(lams)
+    assert f"λ = {chosen:.4g}" in hpsearch("train-final").output
+
+
+@pytest.mark.slow
+def test_kill_9_in_round_2_then_a_rerun_completes_round_2_and_adds_nothing_to_round_1(project):
+    hpsearch("search", "coarse", "--n-trials", "3", "--no-prune")
+    race = [*RACE, "--set", "confirm.z=100"]  # no candidate stops: round 2 trains two
+    slow = ["--set", "train.n_s=1000"]  # a second or more a training: round 2 is reached, then killed in it
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "search", "confirm", *race, *slow], cwd=project,
+                            env=hpsearch_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    running = []
+    while time.monotonic() < deadline and not running:
+        try:
+            running = [t for t in study_of(project, "confirm").get_trials() if t.state.name == "RUNNING"
+                       and t.user_attrs.get("round") == 1 and "mlflow_run_id" in t.user_attrs]
+        except KeyError:
+            pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert running, "round 2 never started"
+    before = [(t.number, t.state.name, t.params) for t in study_of(project, "confirm").get_trials()
+              if t.user_attrs.get("round") == 0]
+    hpsearch("search", "confirm", *race)  # the normal, short schedule
+    trials = study_of(project, "confirm").get_trials()
+    assert [(t.number, t.state.name, t.params) for t in trials if t.user_attrs.get("round") == 0] == before
+    assert len(before) == 3 and trials[running[0].number].state.name == "FAIL"
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    second = [t for t in done if t.user_attrs["round"] == 1]
+    assert len(done) <= 5 and len(second) == 2 and running[0].params in [t.params for t in second]
+    assert "chosen" in study_of(project, "confirm").user_attrs

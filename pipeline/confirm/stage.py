@@ -57,7 +57,7 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         if folds:
             check_blocks(session, cfg, c.max_rounds)  # before anything is recorded
         cands = choose_candidates(session, c)
-    first = len(plan(0, len(cands), c, []))
+    first = sum(len(entrants) for _, entrants in next_rounds(0, len(cands), c, []))
     cfg = cfg.replace({"search.n_trials": first, "search.pruner": "none"})
     study, created = open_study(session, STAGE, cfg)
     if created:
@@ -67,19 +67,24 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
     stage = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds),
                         frozenset({"train.lambda"}), {"confirm.candidates": json.dumps([x.settings for x in cands])})
     stage = dataclasses.replace(stage, after=record_correctness)
-    used = 0
-    for r in range(c.max_rounds):
-        entrants = plan(r, len(cands), c, stored(study, cands, seed0))
-        if not entrants:
-            break
-        used += len(entrants)
+    used, r = 0, 0
+    while batch := next_rounds(r, len(cands), c, stored(study, cands, seed0)):
+        used += sum(len(entrants) for _, entrants in batch)
         study.set_user_attr("n_trials", max(used, study.user_attrs.get("n_trials", 0)))
         recover_orphans(study)
-        with session.tracker.lock():  # two workers starting the round enqueue its pairs once
-            enqueue_missing(study, [pair(cands[i], i, r, seed0, folds) for i in entrants])
+        with session.tracker.lock():  # two workers starting a round enqueue its pairs once
+            enqueue_missing(study, [pair(cands[i], i, q, seed0, folds) for q, entrants in batch for i in entrants])
         run_trials(session, study, dataclasses.replace(stage, cfg=cfg.replace({"search.n_trials": used})), used)
         wait_until_settled(study, session.terminal.say)
+        r = batch[-1][0] + 1
     return finish(session, study, stage.parent_run_id, cands, c, seed0)
+
+
+def next_rounds(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[tuple[int, list[int]]]:
+    """(round, candidates) to train next: a grid's rounds all at once (they depend on nothing, and the workers
+    then never wait at a round's end), a race's next round alone."""
+    rounds = range(r, c.max_rounds) if c.strategy == "grid" else range(r, min(r + 1, c.max_rounds))
+    return [(q, entrants) for q in rounds if (entrants := plan(q, k, c, trainings))]
 
 
 def recorded_plan(study: optuna.Study, cfg: Settings) -> tuple[list[Candidate], bool, ConfirmSection, int]:
