@@ -51,18 +51,24 @@ def table(d: Decision):
     return pd.DataFrame(rows)
 
 
+def how_many(c: ConfirmSection) -> str:
+    return f"a budget of {c.budget} trainings" if c.strategy == "race" else f"{c.seeds} rounds"
+
+
 def decision_md(d: Decision, c: ConfirmSection) -> str:
     lines = [f"# Confirm: {describe(d.chosen)}", "",
-             f"Strategy {c.strategy} ({'budget ' + str(c.budget) if c.strategy == 'race' else str(c.seeds) + ' rounds'}"
-             f" of trainings), candidates placed by {c.placement}, chosen by {c.select}: {d.how}.", "", "## Rounds", ""]
+             f"Strategy {c.strategy} ({how_many(c)}), candidates placed by {c.placement}, chosen by {c.select}: "
+             f"{d.how}.", "", "## Rounds", ""]
     for r in range(len(d.rounds)):
         got = [s for s in d.scores if r in s.rounds]
         lines.append(f"- Round {r + 1} (seed + {r}, validation block {r}): "
                      + ", ".join(f"{name(s)}: {pct(s.values[s.rounds.index(r)])} %" for s in got) + ".")
         stopped = [s for s in got if s.rounds[-1] == r and r < len(d.rounds) - 1]
         for s in stopped:
-            lines.append(f"  - {name(s)} stopped: {pct(s.vs_best.diff)} points below the best over the rounds "
-                         f"they shared, {s.vs_best.z():.1f} paired standard errors.")
+            why_not = (f"more than z = {c.z:g} behind" if s.vs_best.z() > c.z else
+                       f"not among the {len(d.rounds[r + 1])} best the budget trains again")
+            lines.append(f"  - {name(s)} stopped, {why_not}: {pct(s.vs_best.diff)} points below the best over the "
+                         f"rounds they shared, {s.vs_best.z():.1f} paired standard errors.")
     lines += ["", "## Candidates", "", "| candidate | rounds | mean val acc (%) | best minus it, paired (points) |",
               "|---|---|---|---|"]
     for s in sorted(d.scores, key=lambda s: -s.mean):
@@ -101,8 +107,8 @@ def figure(d: Decision, title: str) -> Figure:
     xs = [math.log10(s.candidate.settings[KEY]) if on_lambda else i for i, s in enumerate(d.scores)]
     for x, s in zip(xs, d.scores, strict=True):
         for r, v in zip(s.rounds, s.values, strict=True):
-            ax.scatter(x, 100 * v, marker=ROUND_MARKERS[r % len(ROUND_MARKERS)], color="lightgray", zorder=1,
-                       edgecolor="gray", s=28, label=f"round {r + 1}")
+            ax.scatter(x + 0.015 * (r - 0.5), 100 * v, marker=ROUND_MARKERS[r % len(ROUND_MARKERS)], s=28,
+                       color="lightgray", edgecolor="gray", zorder=1, label=f"round {r + 1}")
         ax.errorbar(x, 100 * s.mean, yerr=100 * s.se, fmt="o", color="tab:red" if s is d.best else "tab:blue",
                     capsize=4, zorder=3, label="best mean ± SE" if s is d.best else "mean ± SE")
     if d.fit is not None:
