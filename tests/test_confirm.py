@@ -81,6 +81,22 @@ def test_the_one_se_pick_is_always_the_second_candidate(session):
     assert lambdas(confirm.candidates(session, 1)) == [1e-4]
 
 
+def test_spread_places_k_lambdas_evenly_in_log10_below_the_largest_tied_lambda(session, tmp_path):
+    from pipeline.config import ConfirmSection
+    from pipeline.confirm.candidates import choose_candidates
+
+    hand_made(session, "coarse", [(1e-5, "COMPLETE", 0.500), (1e-2, "COMPLETE", 0.496), (3e-2, "COMPLETE", 0.480),
+                                  (1e-3, "COMPLETE", 0.499)])  # tied within 0.0071: 1e-5 .. 1e-2
+    c = ConfirmSection(placement="spread", k=4, span=1.0, reach=0.15)
+    got = [math.log10(v) for v in lambdas(choose_candidates(session, c))]
+    assert got == pytest.approx([-2.85, -2.85 + 1 / 3, -2.85 + 2 / 3, -1.85])
+    # A tie narrower than span: its own width, but never less than min_gap between candidates.
+    narrow = ConfirmSection(placement="spread", k=3, span=1.0, reach=0.0, min_gap=0.25)
+    other = Session(Stores(storage_url=str(tmp_path / "narrow.journal")))
+    hand_made(other, "coarse", [(8e-3, "COMPLETE", 0.501), (1e-2, "COMPLETE", 0.499), (1e-4, "COMPLETE", 0.48)])
+    assert [math.log10(v) for v in lambdas(choose_candidates(other, narrow))] == pytest.approx([-2.5, -2.25, -2.0])
+
+
 def test_other_settings_make_a_candidate_distinct_whatever_the_gap():
     a = {"train.lambda": 1e-3, "model.hidden": 50, "train.eta_max": 0.1}
     assert near(a, a | {"train.lambda": 1.1e-3}, 0.25)
