@@ -23,11 +23,12 @@ from pipeline.confirm.candidates import Candidate, choose_candidates, near
 from pipeline.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
 from pipeline.confirm.racing import Decision, Training, decide, plan
 from pipeline.errors import ConfigError, UserError
+from pipeline.names import SEARCH_STAGES
 from pipeline.results import trial_settings
 from pipeline.sampling import LIVE
 from pipeline.session import Session
-from pipeline.stages import open_study, run_trials, start_stage
-from pipeline.workers import FINISHED, recover_orphans, tally, wait_until_settled
+from pipeline.stages import open_study, settle, settled_study, start_stage
+from pipeline.workers import FINISHED, claim_enqueued, tally
 
 STAGE = "confirm"
 CANDIDATES_ATTR, CHOSEN_ATTR, FOLDS_ATTR, PLAN_ATTR = "candidates", "chosen", "folds", "plan"
@@ -48,6 +49,7 @@ class ConfirmResult:
 
 
 def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
+    session.check_tracking()
     study = session.load_study(STAGE)
     if study is not None and CANDIDATES_ATTR in study.user_attrs:  # a rerun: the plan the stage began with
         cands, folds, c, seed0 = recorded_plan(study, cfg)
@@ -56,6 +58,8 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         folds = c.folds and cfg.data.split == "holdout"
         if folds:
             check_blocks(session, cfg, c.max_rounds)  # before anything is recorded
+        for searched in SEARCH_STAGES:  # every worker ranks the same settled trials
+            settled_study(session, searched)
         cands = choose_candidates(session, c)
     first = sum(len(entrants) for _, entrants in next_rounds(0, len(cands), c, []))
     cfg = cfg.replace({"search.n_trials": first, "search.pruner": "none"})
@@ -67,17 +71,20 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
     stage = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds),
                         frozenset({"train.lambda"}), {"confirm.candidates": json.dumps([x.settings for x in cands])})
     stage = dataclasses.replace(stage, after=record_correctness)
-    used, r = 0, 0
+    used, r, result = 0, 0, None
     while batch := next_rounds(r, len(cands), c, stored(study, cands, seed0)):
         used += sum(len(entrants) for _, entrants in batch)
         study.set_user_attr("n_trials", max(used, study.user_attrs.get("n_trials", 0)))
-        recover_orphans(study)
-        with session.tracker.lock():  # two workers starting a round enqueue its pairs once
-            enqueue_missing(study, [pair(cands[i], i, q, seed0, folds) for q, entrants in batch for i in entrants])
-        run_trials(session, study, dataclasses.replace(stage, cfg=cfg.replace({"search.n_trials": used})), used)
-        wait_until_settled(study, session.terminal.say)
+        wanted = [pair(cands[i], i, q, seed0, folds) for q, entrants in batch for i in entrants]
+
+        def refill(wanted=wanted):
+            with session.tracker.lock():  # two workers starting a round enqueue its pairs once
+                enqueue_missing(study, wanted)
+
+        result = settle(session, study, dataclasses.replace(stage, cfg=cfg.replace({"search.n_trials": used})), used,
+                        lambda close: finish(session, study, stage.parent_run_id, cands, c, seed0, close), refill)
         r = batch[-1][0] + 1
-    return finish(session, study, stage.parent_run_id, cands, c, seed0)
+    return result or finish(session, study, stage.parent_run_id, cands, c, seed0)
 
 
 def next_rounds(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[tuple[int, list[int]]]:
@@ -121,6 +128,7 @@ def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool):
         columns["data.val_fold"] = [0, max(rounds - 1, 0)]
 
     def suggest(trial: optuna.Trial) -> dict:
+        claim_enqueued(trial)
         values = {}
         for key, vals in columns.items():
             name = key.partition(".")[2]
@@ -181,13 +189,16 @@ def stored(study: optuna.Study, cands: list[Candidate], seed0: int) -> list[Trai
 
 
 def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candidate], c: ConfirmSection,
-           seed0: int) -> ConfirmResult:
+           seed0: int, close: bool = True) -> ConfirmResult:
+    """The scores; once complete, the choice is recorded in the study (the same by whichever worker records it),
+    and with `close` the stage run gets the table, the figure and decision.md."""
     trainings = stored(study, cands, seed0)
     n_val = next((t.user_attrs.get("n_val", 5000) for t in study.get_trials(deepcopy=False)), 5000)
     decision = decide(cands, trainings, c.select, c, n_val)
     complete = tally(study).running == 0 and racing.complete(len(cands), c, trainings)
-    if complete and decision.chosen is not None and session.tracker.status(parent) != "FINISHED":
+    if complete and decision.chosen is not None and CHOSEN_ATTR not in study.user_attrs:
         study.set_user_attr(CHOSEN_ATTR, decision.chosen)
+    if close and complete and decision.chosen is not None and session.tracker.status(parent) != "FINISHED":
         report.record(session.tracker, parent, study.study_name, decision, c)
         session.tracker.set_status(parent, "FINISHED")
     return ConfirmResult(decision, c.select, complete, study.study_name, parent)
@@ -195,7 +206,7 @@ def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candi
 
 def chosen_settings(session: Session) -> tuple[dict, str] | None:
     """The confirm stage's choice and a line saying where it came from; None when there is no confirm stage."""
-    study = session.load_study(STAGE)
+    study = settled_study(session, STAGE)
     if study is None:
         return None
     if CHOSEN_ATTR not in study.user_attrs:
