@@ -46,8 +46,12 @@ def table(d: Decision):
              "n": len(s.values), "rounds": " ".join(str(r + 1) for r in s.rounds),
              "diff_vs_best": None if s.vs_best is None else -s.vs_best.diff,
              "paired_se": None if s.vs_best is None else s.vs_best.se,
-             "search_val_accuracy": s.candidate.search_value, "origin": s.candidate.origin, "best": s is d.best}
-            for s in d.scores]
+             "search_val_accuracy": s.candidate.search_value, "origin": s.candidate.origin, "best": s is d.best,
+             "chosen": s.candidate.settings == d.chosen} for s in d.scores]
+    if d.fit is not None and not any(row["chosen"] for row in rows):  # the fit's peak, between candidates
+        rows.append({**{k.partition(".")[2]: v for k, v in d.chosen.items()},
+                     "mean": float(d.fit.curve(np.array([d.fit.x]))[0]), "n": 0, "origin": "the fit's peak",
+                     "best": False, "chosen": True})
     return pd.DataFrame(rows)
 
 
