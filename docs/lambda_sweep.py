@@ -4,7 +4,7 @@ Runs `hpsearch train --config studies/final.toml --lambda L --set train.seed=S` 
 MLflow experiment (default `lambda-sweep`), skipping pairs already recorded there, then prints mean ± SE per λ
 and draws docs/lambda-sweep.png.
 
-    HPSEARCH_DATA=/path/to/cifar .venv/bin/python docs/lambda_sweep.py            # 7 λ × 3 seeds
+    HPSEARCH_DATA=/path/to/cifar .venv/bin/python docs/lambda_sweep.py            # 8 λ × 3 seeds
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAMBDAS = (1e-5, 1e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 3e-2)
+LAMBDAS = (1e-4, 1e-3, 2.5e-3, 3.5e-3, 5e-3, 7e-3, 1e-2, 3e-2)
 
 
 def recorded(experiment: str) -> dict[tuple[float, int], float]:

@@ -172,8 +172,8 @@ class Project:
 
     @_call
     def confirm(self, *, config=None, overrides: dict | None = None, settings=None):
-        """The confirm stage: the k best searched settings retrained with several seeds; returns a ConfirmResult
-        (its scores, the chosen one); `candidates()` shows it as a table."""
+        """The confirm stage: k λ over the searches' tie retrained in rounds; returns a ConfirmResult (its
+        decision: scores, paired differences, the fit, the chosen settings); `candidates()` shows it as a table."""
         from pipeline.confirm import run_confirm
 
         return run_confirm(self.session, settings or load_settings("confirm", config, overrides))

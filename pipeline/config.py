@@ -28,7 +28,9 @@ SAMPLERS = ("random", "tpe", "qmc")
 SELECT_RULES = ("best", "one-se")
 PRUNERS = ("median", "asha", "hyperband", "none")
 FINE_RULES = ("top2", "region")
-CONFIRM_RULES = ("best-mean", "one-se")
+CONFIRM_RULES = ("best-mean", "one-se", "fit")
+CONFIRM_STRATEGIES = ("grid", "race")
+CONFIRM_PLACEMENTS = ("top", "spread")
 
 
 _WHITEN = WhitenSpec()  # whitening's own defaults: written once, in model.whiten
@@ -121,11 +123,17 @@ class FineSection:
 
 @dataclass(frozen=True)
 class ConfirmSection:
-    k: int = 3  # candidates: the k best distinct searched settings
-    seeds: int = 2  # trainings per candidate, seeds train.seed, train.seed + 1, ...
-    select: str = "best-mean"  # or "one-se": the largest λ within one standard error of the best mean
-    folds: bool = True  # seed i validates on holdout block i (data.val_fold): scores span seeds × val_size images
+    k: int = 3  # candidates
+    seeds: int = 2  # grid: rounds, every candidate once a round with seed train.seed + round
+    select: str = "best-mean"  # "one-se": the largest λ within one SE of the best; "fit": a quadratic's peak
+    folds: bool = True  # round i validates on holdout block i (data.val_fold): scores span rounds × val_size images
     min_gap: float = 0.25  # decades: candidates' log-scale values differ by at least this much from each other
+    strategy: str = "grid"  # "race": round 1 trains every candidate, clear losers stop, survivors go on
+    budget: int = 6  # race: trainings in all
+    z: float = 2.0  # race: a candidate stops when the best beats it by z paired standard errors
+    placement: str = "top"  # "spread": k λ evenly in log10 over the searches' tie, instead of their top trials
+    span: float = 1.0  # spread: decades below the largest tied λ
+    reach: float = 0.0  # spread: decades the window is moved up (the final budget wants more λ than the search)
 
     def __post_init__(self):
         if self.k < 1:
@@ -136,6 +144,23 @@ class ConfirmSection:
             raise ValueError(f"confirm.min_gap must be a number of decades in 0..3; got {self.min_gap}")
         if self.select not in CONFIRM_RULES:
             raise ValueError(f"confirm.select must be one of {', '.join(CONFIRM_RULES)}; got {self.select!r}")
+        if self.strategy not in CONFIRM_STRATEGIES:
+            raise ValueError(f"confirm.strategy must be one of {', '.join(CONFIRM_STRATEGIES)}; "
+                             f"got {self.strategy!r}")
+        if self.placement not in CONFIRM_PLACEMENTS:
+            raise ValueError(f"confirm.placement must be one of {', '.join(CONFIRM_PLACEMENTS)}; "
+                             f"got {self.placement!r}")
+        if self.strategy == "race" and self.budget < self.k:
+            raise ValueError(f"confirm.budget {self.budget} is smaller than confirm.k {self.k}: round 1 trains "
+                             "every candidate once")
+        if self.z <= 0 or not 0 < self.span <= 5 or not -3 <= self.reach <= 3:
+            raise ValueError(f"need confirm.z > 0, span in (0, 5] and reach in -3..3 decades; got {self.z}, "
+                             f"{self.span}, {self.reach}")
+
+    @property
+    def max_rounds(self) -> int:
+        """Rounds the stage may run, each on its own block: race's later rounds train at least two."""
+        return self.seeds if self.strategy == "grid" else 1 + max(0, self.budget - self.k) // 2
 
 
 SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "train": TrainSection,

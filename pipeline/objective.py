@@ -42,6 +42,7 @@ class Stage:
     log_scale: frozenset = frozenset()  # settings whose log10 the runs also log (MLflow plots linearly)
     params: dict = field(default_factory=dict)  # logged on every trial's run besides its settings
     data_origin: str = ""  # the data folder or the download URL: the source of every run's dataset input
+    after: Callable | None = None  # (trial, run, data, result) after a finished training: confirm's per-image record
 
 
 class Objective:
@@ -67,11 +68,13 @@ class Objective:
         try:
             with run:
                 try:
-                    train(data.X_train, data.y_train, data.X_val, data.y_val, settings,
-                          self.on_checkpoint(trial, run, settings))
+                    result = train(data.X_train, data.y_train, data.X_val, data.y_val, settings,
+                                   self.on_checkpoint(trial, run, settings))
                 except DivergedError as e:  # a λ too large is a result, not a crash: the study goes on
                     trial.set_user_attr("diverged_at_step", e.step)
                     raise optuna.TrialPruned(str(e)) from e
+                if s.after is not None:
+                    s.after(trial, run, data, result)
         finally:
             self.record(trial, run)
         return run.final_val_accuracy

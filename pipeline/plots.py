@@ -106,25 +106,3 @@ def parallel_coordinates(study, searched: Mapping) -> Figure:
                                                  "(dashed: pruned)")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="validation accuracy")
     return fig
-
-
-def candidates(table, title: str) -> Figure:
-    """Mean validation accuracy ± one standard error per confirmed candidate, the chosen one marked."""
-    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
-    ax = fig.subplots()
-    labels = [", ".join(f"{k}={row[k]:.3g}" if isinstance(row[k], float) else f"{k}={row[k]}"
-                        for k in table.columns if k not in ("mean", "se", "n", "search_val_accuracy", "origin",
-                                                            "chosen"))
-              for _, row in table.iterrows()]
-    x = range(len(table))
-    colors = ["tab:red" if c else "tab:blue" for c in table["chosen"]]
-    ax.errorbar(x, table["mean"], yerr=table["se"], fmt="none", ecolor="gray", capsize=4)
-    ax.scatter(x, table["mean"], c=colors, s=50, zorder=3)
-    ax.scatter(x, table["search_val_accuracy"], marker="x", color="gray", label="in the search", zorder=2)
-    ax.set_xticks(list(x), labels, rotation=15, fontsize="small")
-    ax.set(ylabel="validation accuracy", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(handles=[*ax.get_legend_handles_labels()[0],
-                       matplotlib.lines.Line2D([], [], marker="o", color="tab:red", ls="", label="chosen")],
-              fontsize="small")
-    return fig

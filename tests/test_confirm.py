@@ -13,6 +13,8 @@ import pytest
 
 from pipeline import confirm
 from pipeline.confirm import Candidate, Score
+from pipeline.confirm.candidates import near
+from pipeline.confirm.stage import pair
 from pipeline.session import Session, Stores
 from tests.conftest import hpsearch, hpsearch_env
 from tests.test_errors import fails
@@ -79,20 +81,37 @@ def test_the_one_se_pick_is_always_the_second_candidate(session):
     assert lambdas(confirm.candidates(session, 1)) == [1e-4]
 
 
+def test_spread_places_k_lambdas_evenly_in_log10_below_the_largest_tied_lambda(session, tmp_path):
+    from pipeline.config import ConfirmSection
+    from pipeline.confirm.candidates import choose_candidates
+
+    hand_made(session, "coarse", [(1e-5, "COMPLETE", 0.500), (1e-2, "COMPLETE", 0.496), (3e-2, "COMPLETE", 0.480),
+                                  (1e-3, "COMPLETE", 0.499)])  # tied within 0.0071: 1e-5 .. 1e-2
+    c = ConfirmSection(placement="spread", k=4, span=1.0, reach=0.15)
+    got = [math.log10(v) for v in lambdas(choose_candidates(session, c))]
+    assert got == pytest.approx([-2.85, -2.85 + 1 / 3, -2.85 + 2 / 3, -1.85])
+    # A tie narrower than span: its own width, but never less than min_gap between candidates.
+    narrow = ConfirmSection(placement="spread", k=3, span=1.0, reach=0.0, min_gap=0.25)
+    other = Session(Stores(storage_url=str(tmp_path / "narrow.journal")))
+    hand_made(other, "coarse", [(8e-3, "COMPLETE", 0.501), (1e-2, "COMPLETE", 0.499), (1e-4, "COMPLETE", 0.48)])
+    assert [math.log10(v) for v in lambdas(choose_candidates(other, narrow))] == pytest.approx([-2.5, -2.25, -2.0])
+
+
 def test_other_settings_make_a_candidate_distinct_whatever_the_gap():
     a = {"train.lambda": 1e-3, "model.hidden": 50, "train.eta_max": 0.1}
-    assert confirm._near(a, a | {"train.lambda": 1.1e-3}, 0.25)
-    assert not confirm._near(a, a | {"train.lambda": 1.1e-3, "model.hidden": 100}, 0.25)
-    assert not confirm._near(a, a | {"train.eta_max": 0.05}, 0.25)  # 0.30 decade apart
-    assert not confirm._near(a, a | {"train.lambda": 1.1e-3}, 0.0)
+    assert near(a, a | {"train.lambda": 1.1e-3}, 0.25)
+    assert not near(a, a | {"train.lambda": 1.1e-3, "model.hidden": 100}, 0.25)
+    assert not near(a, a | {"train.eta_max": 0.05}, 0.25)  # 0.30 decade apart
+    assert not near(a, a | {"train.lambda": 1.1e-3}, 0.0)
 
 
-def test_each_seed_validates_on_its_own_block_shared_by_every_candidate():
+def test_each_round_validates_on_its_own_block_shared_by_every_candidate():
     cands = [cand(1e-3), cand(4e-3), cand(1e-4)]
-    got = confirm.pairs(cands, [7, 8], folds=True)
-    assert [(p["train.lambda"], p["train.seed"], p["data.val_fold"]) for p in got] == [
-        (1e-3, 7, 0), (4e-3, 7, 0), (1e-4, 7, 0), (1e-3, 8, 1), (4e-3, 8, 1), (1e-4, 8, 1)]
-    assert all("data.val_fold" not in p for p in confirm.pairs(cands, [7, 8], folds=False))
+    got = [pair(c, i, r, 7, folds=True) for r in (0, 1) for i, c in enumerate(cands)]
+    assert [(p["lambda"], p["seed"], p["val_fold"], a["round"], a["candidate"]) for p, a in got] == [
+        (1e-3, 7, 0, 0, 0), (4e-3, 7, 0, 0, 1), (1e-4, 7, 0, 0, 2), (1e-3, 8, 1, 1, 0), (4e-3, 8, 1, 1, 1),
+        (1e-4, 8, 1, 1, 2)]
+    assert "val_fold" not in pair(cands[0], 0, 1, 7, folds=False)[0]
 
 
 def test_fewer_distinct_lambdas_than_k(session):
@@ -115,17 +134,11 @@ def test_standard_error_combines_seeds_and_the_validation_sample():
     assert Score(cand(1e-3), [0.52, 0.50], 5000, folds=2).se == pytest.approx(math.sqrt(seeds + 0.51 * 0.49 / 10000))
 
 
-def test_best_mean_and_one_se():
-    scored = [Score(cand(1e-4), [0.530, 0.530], 5000),  # best mean, se ≈ 0.00706
-              Score(cand(5e-3), [0.526, 0.526], 5000),  # within one SE: one-se takes it (larger λ)
-              Score(cand(2e-2), [0.520, 0.520], 5000),  # 0.010 below: outside one SE
-              Score(cand(1e-5), [0.529, 0.529], 5000)]
-    assert confirm.choose(scored, "best-mean").candidate.settings["train.lambda"] == 1e-4
-    assert confirm.choose(scored, "one-se").candidate.settings["train.lambda"] == 5e-3
-    assert confirm.choose([], "best-mean") is None
-
-
 # ---- the stage on tiny data ----------------------------------------------------------------------
+GRID = ["--set", 'confirm.strategy="grid"', "--set", 'confirm.placement="top"', "--set", "confirm.k=3",
+        "--set", 'confirm.select="best-mean"']  # the first confirm stage's design: its top three, two rounds each
+
+
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory, cifar_dir):
     from tests.conftest import project_folder
@@ -133,7 +146,7 @@ def confirmed(tmp_path_factory, cifar_dir):
     with project_folder(tmp_path_factory.mktemp("confirm"), cifar_dir) as folder:
         hpsearch("search", "coarse", "--n-trials", "4", "--no-prune")
         hpsearch("search", "fine", "--n-trials", "2", "--no-prune")
-        out = {"first": hpsearch("search", "confirm").output, "again": hpsearch("search", "confirm").output,
+        out = {"first": hpsearch("search", "confirm", *GRID).output, "again": hpsearch("search", "confirm").output,
                "final": hpsearch("train-final").output,
                # --force: a training, which names where its λ came from, even if confirm chose the same λ
                "old": hpsearch("train-final", "--no-confirm", "--force").output}
@@ -159,7 +172,7 @@ def test_k_times_r_trials_one_run_each_under_one_parent_and_a_rerun_adds_nothing
     assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
     digests = {(r.data.params["data.val_fold"], r.data.params["data.digest"]) for r in children}
     assert len(digests) == 2 and {fold for fold, _ in digests} == {"0", "1"}  # every candidate on the same two
-    assert "6 trainings finished, complete" in out["again"]
+    assert "6 trainings in 2 round(s), complete" in out["again"]
     artifacts = {a.path for a in client(folder).list_artifacts(parents[0].info.run_id)}
     assert {"candidates.csv", "candidates.png"} <= artifacts
     chosen = study_of(folder, "confirm").user_attrs["chosen"]["train.lambda"]
@@ -190,9 +203,12 @@ def test_confirm_before_any_search(project):
 @pytest.mark.parametrize("args, match", [
     (["--set", "confirm.k=0"], "confirm.k must be ≥ 1"),
     (["--set", "confirm.seeds=0"], "confirm.seeds must be ≥ 1"),
-    (["--set", 'confirm.select="median"'], "confirm.select must be one of best-mean, one-se"),
+    (["--set", 'confirm.select="median"'], "confirm.select must be one of best-mean, one-se, fit"),
     (["--set", "confirm.min_gap=-0.1"], "confirm.min_gap must be a number of decades"),
-    (["--set", "confirm.seeds=3"], "3 seeds need 600, the training batches hold 500"),
+    (["--set", 'confirm.strategy="grid"', "--set", "confirm.seeds=3"], "3 rounds need 600, the training batches"),
+    (["--set", "confirm.budget=2"], "confirm.budget 2 is smaller than confirm.k 4"),
+    (["--set", 'confirm.strategy="tournament"'], "confirm.strategy must be one of grid, race"),
+    (["--set", "confirm.budget=8"], "3 rounds need 600, the training batches hold 500"),
 ])
 def test_bad_confirm_settings(project, args, match):
     hpsearch("search", "coarse", "--n-trials", "2", "--no-prune")
@@ -231,3 +247,63 @@ def test_kill_9_mid_confirm_then_a_rerun_completes_it(project):
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(done) == 6 and len({(t.params["lambda"], t.params["seed"]) for t in done}) == 6
     assert (killed.params["lambda"], killed.params["seed"]) in {(t.params["lambda"], t.params["seed"]) for t in done}
+
+
+# ---- racing on tiny data --------------------------------------------------------------------------
+RACE = ["--set", "confirm.k=3", "--set", "confirm.budget=5", "--set", "data.val_size=100"]  # race, spread, fit
+
+
+def test_a_race_records_per_image_correctness_and_its_decision(project):
+    from pipeline.confirm.paired import decode
+
+    hpsearch("search", "coarse", "--n-trials", "4", "--no-prune")
+    out = hpsearch("search", "confirm", *RACE).output
+    trials = study_of(project, "confirm").get_trials()
+    assert 3 <= len(trials) <= 5 and all(t.state.name == "COMPLETE" for t in trials)
+    assert [t.user_attrs["round"] for t in trials[:3]] == [0, 0, 0]
+    for t in trials:  # the bits decode to the run's own validation accuracy
+        correct = decode(t.user_attrs["val_correct"], t.user_attrs["n_val"])
+        assert t.user_attrs["n_val"] == 100 and correct.mean() == pytest.approx(t.value)
+    child = trials[0].user_attrs["mlflow_run_id"]
+    assert "val_correct.npy" in {a.path for a in client(project).list_artifacts(child)}
+    parent = runs_of(project, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'confirm'")[0]
+    assert {"candidates.csv", "candidates.png", "decision.md"} <= {
+        a.path for a in client(project).list_artifacts(parent.info.run_id)}
+    decision = client(project).download_artifacts(parent.info.run_id, "decision.md", str(project))
+    assert "## Why this λ" in Path(decision).read_text() and "chosen by fit" in out
+    chosen = study_of(project, "confirm").user_attrs["chosen"]["train.lambda"]
+    lams = [t.params["lambda"] for t in trials]
+    assert min(lams) <= chosen <= max(lams)
+    assert f"λ = {chosen:.4g}" in hpsearch("train-final").output
+
+
+@pytest.mark.slow
+def test_kill_9_in_round_2_then_a_rerun_completes_round_2_and_adds_nothing_to_round_1(project):
+    hpsearch("search", "coarse", "--n-trials", "3", "--no-prune")
+    race = [*RACE, "--set", "confirm.z=100"]  # no candidate stops: round 2 trains two
+    slow = ["--set", "train.n_s=1000"]  # a second or more a training: round 2 is reached, then killed in it
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "search", "confirm", *race, *slow], cwd=project,
+                            env=hpsearch_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    running = []
+    while time.monotonic() < deadline and not running:
+        try:
+            running = [t for t in study_of(project, "confirm").get_trials() if t.state.name == "RUNNING"
+                       and t.user_attrs.get("round") == 1 and "mlflow_run_id" in t.user_attrs]
+        except KeyError:
+            pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert running, "round 2 never started"
+    before = [(t.number, t.state.name, t.params) for t in study_of(project, "confirm").get_trials()
+              if t.user_attrs.get("round") == 0]
+    hpsearch("search", "confirm", *race)  # the normal, short schedule
+    trials = study_of(project, "confirm").get_trials()
+    assert [(t.number, t.state.name, t.params) for t in trials if t.user_attrs.get("round") == 0] == before
+    assert len(before) == 3 and trials[running[0].number].state.name == "FAIL"
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    second = [t for t in done if t.user_attrs["round"] == 1]
+    assert len(done) <= 5 and len(second) == 2 and running[0].params in [t.params for t in second]
+    assert "chosen" in study_of(project, "confirm").user_attrs

@@ -101,13 +101,15 @@ def print_confirm(result) -> None:
     from pipeline.objective import describe
 
     done = "complete" if result.complete else "not complete yet (other workers still running?)"
-    typer.echo(f"confirm: {sum(len(x.values) for x in result.scores)} trainings finished, {done}")
-    for score in result.scores:
-        mark = "  <- chosen" if score is result.chosen else ""
-        typer.echo(f"  {describe(score.candidate.settings):<28} mean val acc {score.mean:.4f} ± {score.se:.4f} "
-                   f"(n = {len(score.values)}; search {score.candidate.search_value:.4f}){mark}")
-    if result.chosen is not None and result.complete:
-        typer.echo(f"  chosen by {result.rule}: {describe(result.chosen.candidate.settings)}")
+    d = result.decision
+    typer.echo(f"confirm: {sum(len(x.values) for x in d.scores)} trainings in {len(d.rounds)} round(s), {done}")
+    for score in d.scores:
+        mark = "  <- best" if score is d.best else ""
+        vs = "" if score.vs_best is None else f"; best − it {score.vs_best.diff:+.4f} ± {score.vs_best.se:.4f} paired"
+        typer.echo(f"  {describe(score.candidate.settings):<16} mean val acc {score.mean:.4f} ± {score.se:.4f} "
+                   f"(n = {len(score.values)}{vs}){mark}")
+    if d.chosen is not None and result.complete:
+        typer.echo(f"  chosen by {result.rule}: {describe(d.chosen)} ({d.how})")
     typer.echo(f"  study {result.study_name}, MLflow parent run {result.parent_run_id}")
 
 
