@@ -33,6 +33,11 @@ CONFIRM_STRATEGIES = ("grid", "race")
 CONFIRM_PLACEMENTS = ("top", "spread")
 
 
+def _one_of(key: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
 _WHITEN = WhitenSpec()  # whitening's own defaults: written once, in model.whiten
 
 
@@ -94,12 +99,9 @@ class SearchSection:
     select: str = "best"
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"search.sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"search.pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}")
-        if self.select not in SELECT_RULES:
-            raise ValueError(f"search.select must be one of {', '.join(SELECT_RULES)}; got {self.select!r}")
+        _one_of("search.sampler", self.sampler, SAMPLERS)
+        _one_of("search.pruner", self.pruner, PRUNERS)
+        _one_of("search.select", self.select, SELECT_RULES)
         if self.n_trials < 1:
             raise ValueError(f"search.n_trials must be ≥ 1; got {self.n_trials}")
 
@@ -115,8 +117,7 @@ class FineSection:
     half_width: float = 0.5  # region: ± this many decades around the best-scoring region
 
     def __post_init__(self):
-        if self.rule not in FINE_RULES:
-            raise ValueError(f"fine.rule must be one of {', '.join(FINE_RULES)}; got {self.rule!r}")
+        _one_of("fine.rule", self.rule, FINE_RULES)
         if self.widen < 0 or self.half_width <= 0:
             raise ValueError(f"need fine.widen ≥ 0 and fine.half_width > 0; got {self.widen}, {self.half_width}")
 
@@ -142,14 +143,9 @@ class ConfirmSection:
             raise ValueError(f"confirm.seeds must be ≥ 1; got {self.seeds}")
         if not 0 <= self.min_gap <= 3:
             raise ValueError(f"confirm.min_gap must be a number of decades in 0..3; got {self.min_gap}")
-        if self.select not in CONFIRM_RULES:
-            raise ValueError(f"confirm.select must be one of {', '.join(CONFIRM_RULES)}; got {self.select!r}")
-        if self.strategy not in CONFIRM_STRATEGIES:
-            raise ValueError(f"confirm.strategy must be one of {', '.join(CONFIRM_STRATEGIES)}; "
-                             f"got {self.strategy!r}")
-        if self.placement not in CONFIRM_PLACEMENTS:
-            raise ValueError(f"confirm.placement must be one of {', '.join(CONFIRM_PLACEMENTS)}; "
-                             f"got {self.placement!r}")
+        _one_of("confirm.select", self.select, CONFIRM_RULES)
+        _one_of("confirm.strategy", self.strategy, CONFIRM_STRATEGIES)
+        _one_of("confirm.placement", self.placement, CONFIRM_PLACEMENTS)
         if self.strategy == "race" and self.budget < self.k:
             raise ValueError(f"confirm.budget {self.budget} is smaller than confirm.k {self.k}: round 1 trains "
                              "every candidate once")
