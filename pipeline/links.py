@@ -1,6 +1,7 @@
 """Links into the MLflow UI: the runs view hpsearch presets, compare pages, and the experiment tags behind them.
 
-What the MLflow 3.17 UI reads (its bundle, mlflow/server/js/build/static/js; see README "What the UI opens on"):
+What the MLflow 3.17 UI reads (its bundle, mlflow/server/js/build/static/js; see docs/tracking.md, "What the UI
+opens on"):
 - `#/experiments/<id>/runs?workflowType=machine_learning`: the runs table with the machine-learning side bar.
   The UI takes the experiment's kind from this parameter (else from the browser's local storage, GenAI by
   default), not from the `mlflow.experimentKind` tag; we set the tag as well for UIs that read it.

@@ -1,4 +1,4 @@
-"""Across machines, as the README's "Scaling out" shows: workers share one study in PostgreSQL and
+"""Across machines, as docs/scaling.md shows: workers share one study in PostgreSQL and
 track to a real `mlflow server` over HTTP. Checked through Optuna's storage and MlflowClient.
 
 Needs a PostgreSQL server whose role may create databases: HPSEARCH_TEST_POSTGRES, e.g.

@@ -204,7 +204,7 @@ def test_mlflow_models_serve_answers_like_hpsearch_predict(champion, tmp_path):
         to_image(raw[i]).save(paths[-1])
     expected = [c for c, _ in table(hpsearch("predict", *map(str, paths)).stdout).values()]
 
-    # The README's one-liner turns the images into the request body.
+    # docs/model.md's one-liner turns the images into the request body.
     body = subprocess.run([sys.executable, "-c", ONE_LINER, *map(str, paths)], cwd=folder, check=True,
                           capture_output=True, env=os.environ | {"PYTHONPATH": str(ROOT)}).stdout
     port = free_port()
