@@ -45,8 +45,8 @@ GRACE_S = 10  # a dead host's trial is failed this long after its last heartbeat
 HEARTBEAT = {"HPSEARCH_HEARTBEAT_S": "2", "HPSEARCH_GRACE_S": str(GRACE_S)}
 ONE_THREAD = dict.fromkeys(THREAD_VARS, "1")  # two hosts on this machine's cores
 N_TRIALS = 3  # coarse and fine (--n-trials)
-CONFIRM_K, CONFIRM_SEEDS = 2, 2  # confirm: candidates × seeds
-CONFIRM = {"k": str(CONFIRM_K), "seeds": str(CONFIRM_SEEDS)}
+CONFIRM_K, CONFIRM_SEEDS = 2, 2  # confirm: candidates × seeds, every candidate each round (grid)
+CONFIRM = {"k": str(CONFIRM_K), "seeds": str(CONFIRM_SEEDS), "strategy": '"grid"'}
 N_CONFIRM = CONFIRM_K * CONFIRM_SEEDS
 RUN_TIMEOUT_S = 240
 
