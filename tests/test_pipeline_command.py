@@ -246,7 +246,7 @@ def test_config_set_runs_its_own_files_in_the_experiment_named_after_it(project)
 def test_jobs_2_share_every_search_stage_and_no_confirm_promotes_the_best_searched_trial_once(project):
     tiny(project, trials=3)
     for stage in ("coarse", "fine"):  # trials of seconds: a worker that starts a little late still finds some
-        change(project, stage, "n_s", "600")
+        change(project, stage, "n_s", "2400")
     out = pipeline(project, "--jobs", "2", "--no-confirm")
     assert in_order(out, "coarse: 3/3 trials finished, complete", "fine: 3/3 trials finished, complete",
                     "final: λ = "), out
