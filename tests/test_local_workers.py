@@ -13,9 +13,10 @@ from pipeline.local_workers import THREAD_VARS, worker_env
 from pipeline.session import Stores, open_storage
 from tests.conftest import hpsearch, started_by_this_test
 
-# Seconds per trial (2,400 update steps): a worker that starts a few seconds after the other still
-# finds trials left, however busy the machine; with n_s = 10 one worker could take all five.
-LONGER_TRIALS = ("--set", "train.n_s=600")
+# Seconds per trial (4,800 update steps). This process works from the start, while the worker it starts first
+# imports MLflow and Optuna and loads the data (seconds): the five trials must outlast that, or this process
+# takes them all. With n_s = 600 it sometimes did on an idle machine.
+LONGER_TRIALS = ("--set", "train.n_s=1200")
 STORE_VARS = ("HPSEARCH_DATA", "HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT")
 
 
