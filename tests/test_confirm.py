@@ -227,20 +227,7 @@ def test_kill_9_mid_confirm_then_a_rerun_completes_it(project):
     long = ["--set", "train.n_s=200000", "--set", "train.cycles=1"]
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "search", "confirm", *long], cwd=project,
                             env=hpsearch_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            running = [t for t in study_of(project, "confirm").get_trials() if t.state.name == "RUNNING"
-                       and "mlflow_run_id" in t.user_attrs]
-        except KeyError:
-            running = []
-        if running:
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.3)
-    proc.kill()
-    proc.wait()
-    killed = running[0]
+    killed = kill_when_a_confirm_trial_runs(project, proc, 120)[0]
     hpsearch("search", "confirm")  # the normal, short schedule: the killed pair is trained again
     trials = study_of(project, "confirm").get_trials()
     assert trials[killed.number].state.name == "FAIL"
@@ -284,18 +271,7 @@ def test_kill_9_in_round_2_then_a_rerun_completes_round_2_and_adds_nothing_to_ro
     slow = ["--set", "train.n_s=1000"]  # a second or more a training: round 2 is reached, then killed in it
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "search", "confirm", *race, *slow], cwd=project,
                             env=hpsearch_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 600
-    running = []
-    while time.monotonic() < deadline and not running:
-        try:
-            running = [t for t in study_of(project, "confirm").get_trials() if t.state.name == "RUNNING"
-                       and t.user_attrs.get("round") == 1 and "mlflow_run_id" in t.user_attrs]
-        except KeyError:
-            pass
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
+    running = kill_when_a_confirm_trial_runs(project, proc, 600, round_=1)
     assert running, "round 2 never started"
     before = [(t.number, t.state.name, t.params) for t in study_of(project, "confirm").get_trials()
               if t.user_attrs.get("round") == 0]
@@ -307,3 +283,19 @@ def test_kill_9_in_round_2_then_a_rerun_completes_round_2_and_adds_nothing_to_ro
     second = [t for t in done if t.user_attrs["round"] == 1]
     assert len(done) <= 5 and len(second) == 2 and running[0].params in [t.params for t in second]
     assert "chosen" in study_of(project, "confirm").user_attrs
+
+
+def kill_when_a_confirm_trial_runs(project, proc, timeout_s: float, round_: int | None = None) -> list:
+    """kill -9 `proc` once a confirm trial (of that round) runs with its MLflow run; returns those trials."""
+    deadline, running = time.monotonic() + timeout_s, []
+    while time.monotonic() < deadline and not running:
+        try:
+            running = [t for t in study_of(project, "confirm").get_trials() if t.state.name == "RUNNING"
+                       and "mlflow_run_id" in t.user_attrs and round_ in (None, t.user_attrs.get("round"))]
+        except KeyError:
+            pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    return running
