@@ -49,6 +49,7 @@ CONFIRM_K, CONFIRM_SEEDS = 2, 2  # confirm: candidates × seeds, every candidate
 CONFIRM = {"k": str(CONFIRM_K), "seeds": str(CONFIRM_SEEDS), "strategy": '"grid"'}
 N_CONFIRM = CONFIRM_K * CONFIRM_SEEDS
 RUN_TIMEOUT_S = 240
+LONG_COARSE_N_S = 2000  # the dead-host test's coarse trials: 8,000 steps
 
 
 # ---- the lab: a bridge, PostgreSQL and the mlflow server on hosts of their own ------------------------------
@@ -225,17 +226,20 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
     pg, server, _ = stores
     storage, experiment = f"{pg}/optuna", "multihost-dead"
     client = MlflowClient(tracking_uri=server.url)
-    # Longer coarse trials (1,600 steps instead of 40, about a second) so that host1 is surely in one when it dies.
+    # Long coarse trials (8,000 steps instead of 40: 2 s alone, more on a busy machine), and host1 dies as soon as
+    # one of its trials is seen training with its run open: a trial of 0.4 s could end its run between the poll and
+    # the kill (a run FINISHED whose trial was never told), which is not the case this test is about.
     started = time.monotonic()
-    doomed, survivor = (machines(name, experiment, coarse_n_s=400) for name in ("host1", "host2"))
+    doomed, survivor = (machines(name, experiment, coarse_n_s=LONG_COARSE_N_S) for name in ("host1", "host2"))
 
     deadline, killed = time.monotonic() + 120, None
     while killed is None and time.monotonic() < deadline:
         with contextlib.suppress(KeyError):  # the study does not exist yet
             killed = next((t for t in study_trials(storage, experiment, "coarse")
                            if t.state == TrialState.RUNNING and t.user_attrs.get("host") == "host1"
-                           and "mlflow_run_id" in t.user_attrs), None)
-        time.sleep(0.2)
+                           and "mlflow_run_id" in t.user_attrs
+                           and client.get_run(t.user_attrs["mlflow_run_id"]).info.status == "RUNNING"), None)
+        time.sleep(0.1)
     assert killed is not None, f"host1 never ran a coarse trial\n{doomed.output()}\n{survivor.output()}"
     doomed.host.kill_machine(doomed.proc)
     died = time.monotonic()
@@ -260,7 +264,7 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
     assert len(model_versions(client, experiment)) == 1
 
     before = snapshot(storage, client, experiment)
-    run_to_the_end([machines("host3", experiment, coarse_n_s=400)])
+    run_to_the_end([machines("host3", experiment, coarse_n_s=LONG_COARSE_N_S)])
     assert snapshot(storage, client, experiment) == before, "a rerun on a new host added something"
     print(f"\ndead host: host1 killed {died - started:.0f} s after the start, in coarse trial {killed.number}; host2 "
           f"finished the pipeline {survived - died:.0f} s later (grace {GRACE_S} s); a rerun on host3 took "
