@@ -47,7 +47,7 @@ def settle(session: Session, study: optuna.Study, stage: Stage, n: int, finish, 
         result = finish(True)
         if result.complete:
             return result
-        wait_until_settled(study, session.terminal.say,
+        wait_until_settled(study, session.terminal.say, n=n,
                            on_failed=lambda _: close_orphan_runs(session, study, stage.parent_run_id))
         if tally(study).finished >= n:
             return finish(False)

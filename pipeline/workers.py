@@ -137,9 +137,11 @@ def claim_enqueued(trial: optuna.Trial) -> None:
         raise SurplusTrial(f"trial {trial.number}: no enqueued values left for it")
 
 
-def wait_until_settled(study: optuna.Study, say, poll_s: float = 2.0, report_s: float = 30.0,
-                       on_failed=None) -> None:
-    """Wait while other workers still run trials of this study (their results may change its best).
+def wait_until_settled(study: optuna.Study, say, poll_s: float = 0.5, report_s: float = 30.0,
+                       on_failed=None, n: int | None = None) -> None:
+    """Wait while other workers still run trials of this study (their results may change its best), or with
+    `n`, until the study holds n finished trials: a confirm round is over when its own pairs are, even while
+    a faster worker already trains the next round's.
 
     Every poll fails the trials whose worker died (`recover_orphans`; `on_failed` gets their numbers), so a
     dead worker costs at most the heartbeat's grace period. Where nothing can tell whether a worker lives (a
@@ -151,7 +153,7 @@ def wait_until_settled(study: optuna.Study, say, poll_s: float = 2.0, report_s: 
         if failed and on_failed is not None:
             on_failed(failed)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not running:
+        if not running or (n is not None and tally(study).finished >= n):
             return
         if time.monotonic() - last >= report_s:
             say(f"waiting {time.monotonic() - started:.0f} s so far for {describe_running(study, running)}")

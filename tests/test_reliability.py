@@ -173,3 +173,28 @@ def test_fine_waits_for_coarse_trials_still_running_elsewhere():
     wait_until_settled(study, said.append, poll_s=0.1, report_s=0.5)
     assert time.monotonic() - t0 >= 0.9 and study.trials[0].state.name == "COMPLETE"
     assert said and "still running" in said[0]
+
+
+def test_a_round_is_over_when_its_own_trials_are_though_the_next_round_runs():
+    """A confirm race's worker waits for its round's pairs only: a faster worker that already trains the next
+    round's pair must not keep it waiting (it would then train nothing of that round, one training idle)."""
+    import os
+    import threading
+
+    from pipeline.workers import wait_until_settled
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.6):  # round 1: two pairs, finished
+        study.tell(study.ask(), value)
+    nxt = study.ask()  # round 2's first pair, on another worker
+    study._storage.set_trial_user_attr(nxt._trial_id, "host", "another-machine")
+    study._storage.set_trial_user_attr(nxt._trial_id, "pid", os.getpid())
+    waiters = [threading.Thread(target=wait_until_settled, args=(study, print), kwargs={"poll_s": 0.1} | n,
+                                daemon=True) for n in ({"n": 2}, {})]  # without n: every trial of the study
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(1.0)
+    assert [w.is_alive() for w in waiters] == [False, True] and study.trials[2].state.name == "RUNNING"
+    study.tell(nxt, 0.7)
+    waiters[1].join(5.0)
+    assert not waiters[1].is_alive()
