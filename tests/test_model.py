@@ -288,6 +288,21 @@ def test_train_metrics_on_a_seeded_subset():
         TrainSettings(train_eval_size=-1)
 
 
+def test_fewer_checkpoints_leave_the_weights_and_the_cycle_end_values_unchanged():
+    """The searches evaluate 5 times per cycle rather than 10 (the pruner judges at cycle ends only, a trial's value
+    is its last validation accuracy): the weights, and every metric at a step both evaluate, are bit-identical."""
+    X, y = blobs()
+    many = train(X, y, X[:50], y[:50], TrainSettings(**SMALL | {"cycles": 2, "checkpoints_per_cycle": 10}, seed=3))
+    few = train(X, y, X[:50], y[:50], TrainSettings(**SMALL | {"cycles": 2, "checkpoints_per_cycle": 5}, seed=3))
+    for (_, a), (_, b) in zip(many.params.items(), few.params.items(), strict=True):
+        assert np.array_equal(a, b)
+    assert len(few.history["step"]) == 10 and set(few.history["step"]) < set(many.history["step"])
+    assert {120, 240} <= set(few.history["step"])  # the ends of both cycles (2 n_s = 120 steps)
+    at = {s: i for i, s in enumerate(many.history["step"])}
+    for key in ("val_accuracy", "val_loss", "train_loss"):
+        assert [many.history[key][at[s]] for s in few.history["step"]] == few.history[key]
+
+
 # sha256 of the weight bytes of the run below, recorded with the fused step before the training
 # options (augment, shift, dropout, tta_flip) existed. The rounding of a GEMM depends on the BLAS
 # kernel, so bit identity is checked against the kernel the hash was recorded with.
