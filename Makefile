@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 pipeline: $(BIN)/.installed
 	$(BIN)/hpsearch pipeline
 
-## The wide study: width, λ, η_max, augmentation and dropout searched, a 48-epoch final (about 30 min on 2 cores)
+## The wide study: PCA-whitened input, m 2800; eps, kept variance, λ and η_max searched, a 48-epoch final (docs/wide.md)
 wide: $(BIN)/.installed
 	$(BIN)/hpsearch pipeline --config-set wide
 

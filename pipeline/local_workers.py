@@ -21,6 +21,7 @@ from pipeline.errors import UserError
 from pipeline.session import Stores
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+GATE = "HPSEARCH_WORKER_GATE"  # set for the workers `workers` starts: they wait for its go on their stdin
 
 
 def default_jobs() -> int:
@@ -55,17 +56,30 @@ def blas_threads(n: int):
 
 
 @contextlib.contextmanager
-def workers(stores: Stores, args: list[str], jobs: int):
-    """Start jobs − 1 processes running `python -m pipeline <args>`; the body is this process's own share of the
-    work, with its share of the cores. On leaving, wait for the others (their progress lines go to our stderr,
-    their output nowhere: this process prints the results). Ctrl-C, SIGTERM or an error here stops them the way
-    it stops one (the running trials FAIL, runs KILLED)."""
+def workers(stores: Stores, args: list[str], jobs: int, check=lambda: None):
+    """Start jobs − 1 processes running `python -m pipeline <args>`, then run `check` (opening the stores); the
+    body is this process's own share of the work, with its share of the cores. On leaving, wait for the others
+    (their progress lines go to our stderr, their output nowhere: this process prints the results). Ctrl-C,
+    SIGTERM or an error here stops them the way it stops one (the running trials FAIL, runs KILLED).
+
+    The others start before `check` so that their start-up (imports: about 1.5 s) overlaps it, but they open
+    nothing until it passed (`await_go`): when it refuses, they exit quietly and its one error line is the only
+    one."""
     if jobs <= 1:
+        check()
         yield
         return
-    env = worker_env(stores, jobs)
+    env = worker_env(stores, jobs) | {GATE: "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
-                              stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(jobs - 1)]
+                              stdin=subprocess.PIPE, start_new_session=True) for _ in range(jobs - 1)]
+    try:
+        check()
+    except BaseException:
+        _release(procs, b"")  # no go: each reads the end of its input and exits 0, having opened nothing
+        for p in procs:
+            p.wait()
+        raise
+    _release(procs, b"go\n")
     try:
         with blas_threads(threads_each(jobs)):
             yield
@@ -78,6 +92,25 @@ def workers(stores: Stores, args: list[str], jobs: int):
         i, code = failed[0]
         raise UserError(f"worker {i} of {jobs} exited with code {code} (its error line is above); run the same "
                         "command to resume")
+
+
+def _release(procs: list[subprocess.Popen], word: bytes) -> None:
+    for p in procs:
+        with contextlib.suppress(BrokenPipeError):  # a worker that already died: its exit code tells
+            p.stdin.write(word)
+            p.stdin.close()
+
+
+def await_go() -> None:
+    """In a worker that `workers` started: load the heavy libraries, then wait for the starter's go (its
+    stores check passed); without it (the check refused, or the starter died), exit quietly."""
+    if os.environ.get(GATE) != "1":
+        return
+    import mlflow.tracking  # noqa: F401 - the start-up that overlaps the starter's check
+    import optuna  # noqa: F401
+
+    if sys.stdin.readline() != "go\n":
+        raise SystemExit(0)
 
 
 def stop(procs: list[subprocess.Popen]) -> None:

@@ -94,3 +94,26 @@ def test_jobs_2_finish_exactly_n_trials_with_one_run_each(project, cifar_dir):
         assert env["HPSEARCH_EXPERIMENT"] == "jobs"
         assert env["HPSEARCH_DATA"] == str(cifar_dir)
         assert all(env[v] == threads for v in THREAD_VARS)
+
+
+def test_workers_start_before_the_stores_check_but_open_nothing_when_it_refuses(project, capfd):
+    """The others start before this process opens the stores (their imports overlap it) but wait for its go:
+    when the check refuses, they exit quietly, and its error is the one line, with nothing recorded."""
+    import time
+
+    from pipeline.errors import UserError
+    from pipeline.local_workers import workers
+    from pipeline.session import Stores
+
+    def refuse():
+        time.sleep(5)  # a worker that did not wait would have opened the stores and begun a trial by now
+        raise UserError("the stores were refused")
+
+    before = sorted(p.name for p in project.iterdir())
+    with pytest.raises(UserError, match="refused"):
+        with workers(Stores(data_dir=None), ["search", "coarse", "--n-trials", "1"], 2, check=refuse):
+            pytest.fail("the body must not run when the check refuses")
+    assert sorted(p.name for p in project.iterdir()) == before  # no mlruns/, no studies journal
+    assert sorted(p.name for p in (project / "studies").iterdir() if not p.name.endswith(".toml")) == []
+    err = capfd.readouterr().err
+    assert "error" not in err and "Traceback" not in err, err

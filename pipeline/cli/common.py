@@ -97,6 +97,9 @@ def main_options(
 @contextlib.contextmanager
 def session(ctx: typer.Context, progress: bool = True):
     """A Session for the command; any error a user can cause becomes one line and an exit code."""
+    from pipeline.local_workers import await_go
+
+    await_go()  # a --jobs worker: until its starter has opened the stores
     with errors():
         from pipeline.api import naming_the_tracking_server
         from pipeline.session import Session

@@ -31,8 +31,8 @@ def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1):
         from pipeline.local_workers import workers
 
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
-        s.check_tracking()
-        with workers(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs):
+        with workers(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
+                     check=s.check_tracking):
             print_summary(Project.of(s).search(stage, settings=cfg))
 
 
@@ -92,8 +92,7 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
         from pipeline.local_workers import workers
 
         cfg = settings("confirm", config, set_)
-        s.check_tracking()
-        with workers(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs):
+        with workers(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
             print_confirm(Project.of(s).confirm(settings=cfg))
 
 
@@ -150,11 +149,10 @@ def pipeline(
         confirmed = not no_confirm and lam is None and path("confirm").is_file()
         confirm_cfg = settings("confirm", path("confirm")) if confirmed else None
         final_cfg = settings("final", path("final"))
-        s.check_tracking()
         args = [*(["--n-trials", str(n_trials)] if n_trials is not None else []),
                 *(["--lambda", repr(lam)] if lam is not None else []), *(["--no-confirm"] if no_confirm else []),
                 *(["--config-set", config_set] if config_set else [])]
-        with workers(stores, ["pipeline", *args, "--jobs", "1"], jobs or default_jobs()):
+        with workers(stores, ["pipeline", *args, "--jobs", "1"], jobs or default_jobs(), check=s.check_tracking):
             project = Project.of(s)
             for stage, cfg in searches.items():
                 print_summary(project.search(stage, settings=cfg))
