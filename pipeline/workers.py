@@ -144,9 +144,10 @@ def wait_until_settled(study: optuna.Study, say, poll_s: float = 0.5, report_s: 
     a faster worker already trains the next round's.
 
     Every poll fails the trials whose worker died (`recover_orphans`; `on_failed` gets their numbers), so a
-    dead worker costs at most the heartbeat's grace period. Where nothing can tell whether a worker lives (a
-    journal file shared across machines), the wait says every report_s seconds what it waits for, and for how
-    long."""
+    dead worker costs at most the heartbeat's grace period. While it waits for a trial of another host (where a
+    journal file shared across machines cannot tell whether its worker lives), the wait says every report_s
+    seconds what it waits for, and for how long; a trial of this host is checked directly, so a wait for it (the
+    final a local worker trains, whose progress shows) says nothing more."""
     started = last = time.monotonic()  # a short wait at a stage's end says nothing
     while True:
         failed = recover_orphans(study)
@@ -155,7 +156,7 @@ def wait_until_settled(study: optuna.Study, say, poll_s: float = 0.5, report_s: 
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running or (n is not None and tally(study).finished >= n):
             return
-        if time.monotonic() - last >= report_s:
+        if time.monotonic() - last >= report_s and any(owner_alive(t.user_attrs) is None for t in running):
             say(f"waiting {time.monotonic() - started:.0f} s so far for {describe_running(study, running)}")
             last = time.monotonic()
         time.sleep(poll_s)

@@ -175,6 +175,29 @@ def test_fine_waits_for_coarse_trials_still_running_elsewhere():
     assert said and "still running" in said[0]
 
 
+def test_a_wait_for_a_live_worker_of_this_host_says_nothing_more():
+    """The final a local --jobs worker trains shows its own progress: the others' wait for it, checked by process
+    identity, adds no 'waiting N s so far' line every report_s (a trial of another host still gets them, above)."""
+    import socket
+    import threading
+
+    from pipeline.workers import instance_of, wait_until_settled
+
+    worker = subprocess.Popen(["sleep", "30"])
+    try:
+        study = optuna.create_study(direction="maximize")
+        trial = study.ask()
+        for key, value in {"host": socket.gethostname(), "pid": worker.pid,
+                           "instance": instance_of(worker.pid)}.items():
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        threading.Timer(1.5, lambda: study.tell(trial, 0.5)).start()
+        said = []
+        wait_until_settled(study, said.append, poll_s=0.1, report_s=0.3)
+        assert said == [] and study.trials[0].state.name == "COMPLETE"
+    finally:
+        worker.kill()
+        worker.wait()
+
 def test_a_round_is_over_when_its_own_trials_are_though_the_next_round_runs():
     """A confirm race's worker waits for its round's pairs only: a faster worker that already trains the next
     round's pair must not keep it waiting (it would then train nothing of that round, one training idle)."""
