@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 from pathlib import Path
 
 from model import cifar10, whiten
@@ -67,7 +68,7 @@ def _normalised(folder: Path, split: str, val_size: int, val_fold: int = 0) -> c
     time: the one held is let go before the next is made, so two never take memory at once."""
     key = (folder, split, val_size, val_fold)
     if key not in _held:
-        _held.clear()
+        _let_go(_held)
         try:
             cifar10.check_split(split, val_size, val_fold)
             _held[key] = cifar10.split_dataset(batches(folder, "exercise" if split == "exercise" else "holdout"),
@@ -85,6 +86,15 @@ def _eigen(folder: Path, split: str, val_size: int, val_fold: int = 0) -> whiten
 _whitened: dict[tuple, cifar10.Dataset] = {}  # the one whitened copy (as large as the split) this process holds
 
 
+def _let_go(held: dict) -> None:
+    """Drop the held copy before the next is made, and collect the reference cycles that may still hold it: a
+    pruned trial's exception keeps its frames (and so the training's arrays) alive in a cycle with the frame that
+    caught it, until the collector runs. Without this a wide search's worker held 3–4 whitened copies, 5.9 GB."""
+    if held:
+        held.clear()
+        gc.collect()
+
+
 def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0,
             whitening: whiten.WhitenSpec = NO_WHITENING) -> cifar10.Dataset:
     """The split, normalised once per process and split (the coarse and fine stages share it), and whitened as
@@ -92,7 +102,7 @@ def dataset(folder: Path, split: str, val_size: int, val_fold: int = 0,
     data = _normalised(folder, split, val_size, val_fold)
     key = (folder, split, val_size, val_fold, whitening)
     if key not in _whitened:
-        _whitened.clear()
+        _let_go(_whitened)
         if not whitening.on:
             return data
         try:

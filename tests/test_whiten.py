@@ -208,3 +208,33 @@ def toml(spec: dict) -> str:
         return repr(v)
 
     return "{ " + ", ".join(f"{k} = {value(v)}" for k, v in spec.items()) + " }"
+
+
+def test_a_new_whitening_lets_go_of_the_last_one_even_when_a_pruned_trial_still_holds_it(tmp_path, monkeypatch):
+    """A pruned trial's exception keeps its frames, and so the training's arrays, alive in a reference cycle until
+    the collector runs: a wide search's worker grew to 5.9 GB. Switching whitening (or split) collects it."""
+    import gc
+    import weakref
+
+    d = 3072  # an identity fit: what is tested is who holds the copy, not the maths (above)
+    monkeypatch.setattr(whiten, "fit", lambda X, mirror=None: whiten.Eigen(X.mean(axis=0, dtype=np.float64),
+                                                                           np.ones(d), np.eye(d)))
+    folder = make_cifar(tmp_path, n_per_batch=100)
+    gc.disable()  # the collector must not run by chance: only the switch may free the old copy
+    try:
+        old = weakref.ref(sources.dataset(folder, "holdout", 50, 0, whiten.WhitenSpec("zca", eps=1.0)).X_train)
+
+        def pruned(X):
+            try:
+                raise RuntimeError("pruned")
+            except RuntimeError as e:
+                caught = e  # the frame holds its exception, whose traceback holds the frame: a cycle
+                return caught
+
+        held = pruned(old())
+        del held
+        assert old() is not None  # only the cycle holds it now
+        sources.dataset(folder, "holdout", 50, 0, whiten.WhitenSpec("zca", eps=2.0))
+        assert old() is None
+    finally:
+        gc.enable()
