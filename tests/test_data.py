@@ -1,4 +1,4 @@
-"""model.cifar10: batch validation, splits, normalisation and the digest (reading: test_unpickle.py,
+"""model.cifar10: batch validation, splits, normalisation and the digest (reading: test_unpickle_*.py,
 fetching: test_fetch.py)."""
 
 from __future__ import annotations

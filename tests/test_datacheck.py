@@ -14,7 +14,8 @@ import pytest
 from model.cifar10 import TEST_FILE, TRAIN_FILES, load_batch, load_dataset
 from tests.cifar_fixtures import make_cifar, md5_of, write_batch
 from tests.conftest import hpsearch
-from tests.test_unpickle import Reduce, mutants, scalar_exploit
+from tests.test_unpickle_fuzz import mutants
+from tests.test_unpickle_hostile import Reduce, scalar_exploit
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,20 @@
-"""model.cifar10.unpickle: genuine batches load; hostile, corrupt and odd files are one DataError and run nothing."""
+"""model.cifar10.unpickle: hostile, corrupt and odd files are one DataError naming the file, and nothing in them runs.
+(Genuine files: test_unpickle_genuine.py; mutation fuzzing: test_unpickle_fuzz.py.)"""
 
 from __future__ import annotations
 
-import itertools
 import os
 import pickle
-import pickletools
 import struct
 import subprocess
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
 
-from model.cifar10 import CLASSES, DataError, load_batch, load_meta, opcodes, unpickle
-from model.cifar10.unpickle import read_pickle
-from tests.cifar_fixtures import make_cifar, write_batch
+from model.cifar10 import DataError, load_batch, opcodes, unpickle
+from tests.cifar_fixtures import write_batch
 from tests.pickle_ops import (
     APPEND,
     BUILD,
@@ -34,11 +30,7 @@ from tests.pickle_ops import (
     Asm,
     py2_batch,
 )
-
-
-def batch(n=20, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 3072), dtype=np.uint8), [int(v) for v in rng.integers(0, 10, n)]
+from tests.test_unpickle_genuine import batch
 
 
 def refused(tmp_path: Path, raw: bytes, match: str = "", name: str = "data_batch_1") -> str:
@@ -52,84 +44,6 @@ def refused(tmp_path: Path, raw: bytes, match: str = "", name: str = "data_batch
     assert message.startswith(f"{path}: ") and "\n" not in message, message
     assert match in message, message
     return message
-
-
-# ------------------------------------------------------------------------------------------
-# What genuine files look like
-
-
-def test_official_python2_layout(tmp_path):
-    X, y = batch()
-    raw = py2_batch(X, y)
-    path = tmp_path / "data_batch_1"
-    path.write_bytes(raw)
-    X2, y2 = load_batch(path)
-    assert_array_equal(X2, X)
-    assert_array_equal(y2, y)
-    # The assembled file means to pickle what it means to us: nothing hostile in it, so this is safe.
-    ref = pickle.loads(raw, encoding="bytes")
-    assert set(ref) == {b"data", b"labels", b"batch_label", b"filenames"}
-    ours = read_pickle(path)
-    assert ours[b"filenames"] == ref[b"filenames"] and ours[b"batch_label"] == ref[b"batch_label"]
-
-
-@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
-@pytest.mark.parametrize("keys", [bytes, str])
-def test_python3_protocols_and_key_types(tmp_path, protocol, keys):
-    X, y = batch()
-    d = {keys(k, "ascii") if keys is bytes else k: v
-         for k, v in {"data": X, "labels": y, "batch_label": b"", "filenames": [b"a.png", b"b.png"]}.items()}
-    path = tmp_path / "b"
-    path.write_bytes(pickle.dumps(d, protocol=protocol))
-    X2, y2 = load_batch(path)
-    assert_array_equal(X2, X)
-    assert_array_equal(y2, y)
-    assert X2.dtype == np.uint8 and X2.flags.c_contiguous and X2.flags.writeable and X2.shape == (20, 3072)
-    assert y2.dtype == np.int64
-    # The same value as the real unpickler gives for these benign files.
-    ref, ours = pickle.loads(path.read_bytes(), encoding="bytes"), read_pickle(path)
-    assert ours.keys() == ref.keys()
-    for key, value in ref.items():
-        assert_array_equal(ours[key], value)
-
-
-@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
-def test_fortran_order_shared_arrays_and_int_labels(tmp_path, protocol):
-    X, y = batch()
-    labels = np.array(y, np.int64)
-    d = {"data": np.asfortranarray(X), "labels": labels, "again": labels, "i4": labels.astype(np.int32),
-         "u1": labels.astype(np.uint8), "empty": np.zeros((0, 3072), np.uint8), "nothing": b""}
-    path = tmp_path / "b"
-    path.write_bytes(pickle.dumps(d, protocol=protocol))
-    got = read_pickle(path)
-    for key, value in d.items():
-        assert_array_equal(got[key], value)
-        if isinstance(value, np.ndarray):
-            assert got[key].dtype == value.dtype and got[key].flags.c_contiguous, key
-    assert_array_equal(load_batch(path)[0], X)
-
-
-def test_fixture_layout_and_meta_file(tmp_path):
-    folder = make_cifar(tmp_path, n_per_batch=5)
-    with open(folder / "data_batch_1", "rb") as f:
-        genuine = pickle.load(f, encoding="bytes")
-    assert set(genuine) == {b"batch_label", b"labels", b"data", b"filenames"}
-    assert isinstance(genuine[b"labels"], list)
-    assert load_meta(folder / "batches.meta") == CLASSES
-    (tmp_path / "meta2").write_bytes(pickle.dumps({"label_names": list(CLASSES), "num_vis": 3072}, protocol=2))
-    assert load_meta(tmp_path / "meta2") == CLASSES
-
-
-def test_real_meta_layout_by_hand(tmp_path):
-    a = Asm(2, put=True).raw(EMPTY_DICT).put().raw(MARK).py2str(b"label_names").raw(EMPTY_LIST).put().raw(MARK)
-    for name in CLASSES:
-        a.py2str(name.encode())
-    a.raw(b"e").py2str(b"num_cases_per_batch").int(10000).py2str(b"num_vis").int(3072).raw(b"u")
-    (tmp_path / "batches.meta").write_bytes(a.done())
-    assert load_meta(tmp_path / "batches.meta") == CLASSES
-    with pytest.raises(DataError, match="'label_names' is not a list of 10"):
-        (tmp_path / "m").write_bytes(pickle.dumps({b"label_names": [b"cat"]}))
-        load_meta(tmp_path / "m")
 
 
 # ------------------------------------------------------------------------------------------
@@ -316,96 +230,3 @@ def test_every_truncation_is_a_data_error(tmp_path):
         # Every cut in the structure, every 64th in the pixel bytes.
         for cut in [*range(start + 1), *range(start + 1, start + 3072, 64), *range(start + 3072, len(raw))]:
             refused(tmp_path, raw[:cut])
-
-
-# ------------------------------------------------------------------------------------------
-# Mutation fuzzing: whatever the bytes, a DataError or a valid batch, nothing else
-
-
-# Bytes of the length field of an opcode whose argument is counted (pickletools' TAKEN_FROM_ARGUMENT*).
-LENGTH_FIELD = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
-                pickletools.TAKEN_FROM_ARGUMENT4U: 4, pickletools.TAKEN_FROM_ARGUMENT8U: 8}
-
-
-def payload(raw: bytes) -> tuple[int, int]:
-    """Where the pixels lie in a pickle: the longest counted string or bytes argument, found opcode by opcode.
-    raw.find(pixels) misses them where they are not stored as they are (protocol 2 writes latin-1 text)."""
-    ops = list(pickletools.genops(raw))
-    spans = [(pos + 1 + LENGTH_FIELD[op.arg.n], end) for (op, _, pos), (_, _, end) in itertools.pairwise(ops)
-             if op.arg is not None and op.arg.n in LENGTH_FIELD]
-    return max(spans, key=lambda span: span[1] - span[0])
-
-
-def changes_structure(mutant: bytes, raw: bytes, span: tuple[int, int]) -> bool:
-    """Whether the mutant differs from raw anywhere but the payload."""
-    head, tail = raw[:span[0]], raw[span[1]:]
-    return not (mutant.startswith(head) and mutant.endswith(tail) and len(mutant) >= len(head) + len(tail))
-
-
-def mutants(raw: bytes, rng: np.random.Generator, n: int):
-    """Flip, insert and delete 1 to 3 random bytes, and truncate about one mutant in seven. Four in five edits
-    aim outside the payload, where the structure is: nine mutants in ten change the structure (the test counts)."""
-    start, end = payload(raw)
-    outside = np.r_[0:start, end:len(raw)]
-    for _ in range(n):
-        b = bytearray(raw)
-        for _ in range(int(rng.integers(1, 4))):
-            pos = int(rng.choice(outside) if rng.random() < 0.8 else rng.integers(0, len(b)))
-            pos = min(pos, len(b) - 1)
-            kind = rng.integers(0, 4)
-            if kind == 0:
-                b[pos] ^= 1 << int(rng.integers(0, 8))
-            elif kind == 1:
-                b[pos] = int(rng.integers(0, 256))
-            elif kind == 2:
-                b[pos:pos] = rng.bytes(int(rng.integers(1, 9)))
-            else:
-                del b[pos:pos + int(rng.integers(1, 9))]
-        if rng.random() < 0.15:
-            b = b[:int(rng.integers(0, len(b) + 1))]
-        yield bytes(b)
-
-
-def fuzz_bases(X: np.ndarray, y) -> list[bytes]:
-    return [py2_batch(X, y), *(pickle.dumps({b"data": X, b"labels": y, b"filenames": [b"x.png"] * 20}, protocol=p)
-                               for p in (2, 3, 4, 5))]
-
-
-def test_the_payload_is_found_in_every_base():
-    X, y = batch(20)
-    for base in fuzz_bases(X, y):
-        start, end = payload(base)
-        data = base[start:end]
-        assert data == X.tobytes() or data.decode("utf-8").encode("latin-1") == X.tobytes()
-
-
-@pytest.mark.filterwarnings("error")  # a warning from a parser would be something else escaping
-def test_mutation_fuzz(tmp_path):
-    rng = np.random.default_rng(20240607)
-    X, y = batch(20)
-    path = tmp_path / "data_batch_1"
-    counts = {"refused": 0, "loaded": 0}
-    structural = []
-    start = time.perf_counter()
-    for base in fuzz_bases(X, y):
-        span = payload(base)
-        structural.append(0)
-        for raw in mutants(base, rng, 800):
-            structural[-1] += changes_structure(raw, base, span)
-            path.unlink(missing_ok=True)  # see refused()
-            path.write_bytes(raw)
-            try:
-                Xm, ym = load_batch(path)
-            except DataError as e:
-                assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
-                counts["refused"] += 1
-                continue
-            counts["loaded"] += 1
-            assert Xm.dtype == np.uint8 and Xm.ndim == 2 and Xm.shape[1] == 3072 and len(Xm) >= 1
-            assert Xm.flags.c_contiguous and Xm.flags.writeable
-            assert ym.dtype == np.int64 and ym.shape == (len(Xm),) and ym.min() >= 0 and ym.max() <= 9
-    elapsed = time.perf_counter() - start
-    assert sum(counts.values()) == 4000
-    assert counts["refused"] > 500 and counts["loaded"] > 100, counts  # the edits reach both outcomes
-    assert min(structural) >= 0.7 * 800, structural  # in every base, most mutants change the structure
-    print(f"fuzz: {counts}, structure changed {structural} of 800 each, in {elapsed:.2f} s")
