@@ -1,5 +1,5 @@
 """model.cifar10: batch validation, splits, normalisation and the digest (reading: test_unpickle_*.py,
-fetching: test_fetch.py)."""
+fetching: test_fetch_*.py)."""
 
 from __future__ import annotations
 
