@@ -1,5 +1,6 @@
 """End to end on small data: coarse (3 trials) → fine (3 trials) → train-final, checked through the
-Optuna storage and MlflowClient."""
+Optuna storage and MlflowClient; then `report`, `compare` and the UI's links on the same runs. (How fine derives
+its bounds, on hand-made studies: test_pipeline_fine_bounds.py.)"""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def test_one_parent_run_per_stage_and_one_child_per_trial(searched):
 
 
 def test_fine_search_keeps_to_the_bounds_it_derived(searched):
-    """The fine study, its parent run and its trials agree on the bounds (their derivation: the tests below)."""
+    """The fine study, its parent run and its trials agree on the bounds (derived in test_pipeline_fine_bounds.py)."""
     _, client, _ = searched
     fine = study("fine")
     lo, hi = fine.user_attrs["lambda_min"], fine.user_attrs["lambda_max"]
@@ -104,53 +105,6 @@ def test_fine_search_keeps_to_the_bounds_it_derived(searched):
     logged = json.loads(parent.data.params["space"])
     assert [(d["key"], d["low"], d["high"], d["log"]) for d in logged] == [("train.lambda", pytest.approx(lo),
                                                                           pytest.approx(hi), True)]
-
-
-def fine_bounds_of(tmp_path, trials: list[tuple[float, str, float | None]], widen: float = 0.25):
-    """pipeline.stages.fine_space over a hand-made coarse study: (λ, state, value) per trial, in order; the
-    λ bounds it derives and where they came from."""
-    from optuna.distributions import FloatDistribution
-    from optuna.trial import TrialState, create_trial
-
-    from pipeline import config
-    from pipeline.session import Session, Stores
-    from pipeline.stages import fine_space
-
-    session = Session(Stores(storage_url=str(tmp_path / "optuna.journal")))
-    coarse = optuna.create_study(study_name="cifar10-lambda-coarse", storage=session.storage, direction="maximize")
-    dist = {"lambda": FloatDistribution(1e-5, 1e-1, log=True)}
-    for lam, state, value in trials:
-        reports = {40: value} if value is not None else {}  # a pruned trial's value is its last report
-        coarse.add_trial(create_trial(params={"lambda": lam}, distributions=dist, state=TrialState[state],
-                                      value=value, intermediate_values=reports))
-    coarse.set_user_attr("n_trials", sum(state in ("COMPLETE", "PRUNED") for _, state, _ in trials))
-    fine, source = fine_space(session, config.load("fine", overrides={"fine.widen": widen}))
-    return (fine["train.lambda"].low, fine["train.lambda"].high), source
-
-
-def test_fine_bounds_take_the_two_best_completed_trials_and_skip_pruned_and_failed_ones(tmp_path):
-    bounds, source = fine_bounds_of(tmp_path, [
-        (3e-5, "COMPLETE", 0.40),
-        (5e-2, "PRUNED", 0.60),  # the highest value, but pruned: not a result
-        (2e-2, "FAIL", None),
-        (1e-3, "COMPLETE", 0.45),  # the best
-        (1e-2, "COMPLETE", 0.42),  # tied second: the lower trial number wins
-        (1e-4, "COMPLETE", 0.42),
-    ])
-    assert bounds == pytest.approx((5.6234133e-4, 1.7782794e-2))  # 1e-3 / 10**0.25, 1e-2 * 10**0.25
-    assert source == {"source_study": "cifar10-lambda-coarse", "fine_rule": "top2", "source_trials": "3,4",
-                      "source_lambdas": "0.001,0.01", "widen_log10": 0.25}
-
-
-def test_fine_bounds_break_a_tie_for_the_best_by_the_lower_trial_number(tmp_path):
-    bounds, source = fine_bounds_of(tmp_path, [
-        (1e-5, "COMPLETE", 0.30),
-        (1e-2, "COMPLETE", 0.50),
-        (1e-4, "COMPLETE", 0.50),
-        (1e-3, "COMPLETE", 0.50),
-    ], widen=0.5)
-    assert bounds == pytest.approx((3.1622777e-5, 3.1622777e-2))  # 1e-4 / 10**0.5, 1e-2 * 10**0.5
-    assert source["source_trials"] == "1,2"
 
 
 def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar_dir):
