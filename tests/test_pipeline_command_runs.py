@@ -1,6 +1,6 @@
 """`hpsearch pipeline` end to end on tiny data, as a user runs it, checked from outside: its output lines and
-exit code, the Optuna studies and their trials, the MLflow runs and the registered model versions. Also
-`train-final --force`, and a worker that finds every trial of a stage taken."""
+exit code, the Optuna studies and their trials, the MLflow runs and the registered model versions. (`train-final
+--force`, and a worker that finds every trial of a stage taken: test_final_force_and_surplus_worker.py.)"""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.names import MODEL_ALIAS, MODEL_NAME
 from pipeline.session import open_storage
-from tests.conftest import hpsearch, hpsearch_env, write_fast_studies
-from tests.test_reliability import LONG, start, wait_for_running_trial
+from tests.conftest import hpsearch_env, write_fast_studies
 
 EXPERIMENT = "cifar10-lambda"
 FINISHED = ("COMPLETE", "PRUNED")
@@ -268,45 +267,3 @@ def test_jobs_2_share_every_search_stage_and_no_confirm_promotes_the_best_search
     searched = [t.value for s in ("coarse", "fine") for t in finished(found[f"{EXPERIMENT}-{s}"])]
     assert promoted.state.name == "COMPLETE" and promoted.value == max(searched), source
     assert float(final.data.params["train.lambda"]) == pytest.approx(promoted.params["lambda"])
-
-
-# ---- train-final --force, and the surplus worker ------------------------------------------------------
-def test_train_final_force_trains_a_new_run_and_registers_a_new_version(project):
-    first = hpsearch("train-final", "--lambda", "0.001").output
-    again = hpsearch("train-final", "--lambda", "0.001").output
-    forced = hpsearch("train-final", "--lambda", "0.001", "--force").output
-    assert "already trained" not in first and "already trained" in again and "already trained" not in forced
-    finals = {r.info.run_id: r for r in runs(project, "tags.`hpsearch.role` = 'final'")}
-    assert len(finals) == 2 and all(r.info.status == "FINISHED" for r in finals.values())
-    (old,) = [run_id for run_id in finals if run_id in first]
-    (new,) = [run_id for run_id in finals if run_id in forced]
-    assert old != new and old in again
-    by_version = {str(v.version): v.run_id for v in versions(project)}
-    assert by_version == {"1": old, "2": new}
-    assert str(client(project).get_model_version_by_alias(MODEL_NAME, MODEL_ALIAS).version) == "2"
-    assert "models:/cifar10-mlp/2" in forced
-
-
-@pytest.mark.slow
-def test_a_worker_that_finds_every_trial_taken_waits_and_takes_over_a_dead_workers_trial(project):
-    other = start(project, "search", "coarse", "--n-trials", "1", *LONG)
-    try:
-        running = wait_for_running_trial(project, other)
-        other.send_signal(signal.SIGSTOP)  # alive, its trial RUNNING, and no CPU taken from this test
-        waiter = start(project, "search", "coarse", "--n-trials", "1")
-        time.sleep(8)
-        assert waiter.poll() is None, waiter.communicate()  # it waits for the other's trial, it does not exit
-        (trial,) = studies(project)[f"{EXPERIMENT}-coarse"].trials
-        assert trial.number == running.number and trial.state.name == "RUNNING", "it took no trial"
-        other.kill()  # the other worker dies: its trial is failed and its slot taken over
-        out, err = waiter.communicate(timeout=300)
-        assert waiter.returncode == 0, err
-        assert "coarse: 1/1 trials finished, complete" in out
-        trials = studies(project)[f"{EXPERIMENT}-coarse"].trials
-        assert [t.state.name for t in trials][:1] == ["FAIL"] and trials[-1].state.name in FINISHED
-        assert stage_run(project, "coarse").info.status == "FINISHED"
-    finally:
-        if other.poll() is None:
-            other.send_signal(signal.SIGINT)
-            other.send_signal(signal.SIGCONT)
-        other.communicate(timeout=60)
