@@ -11,7 +11,7 @@ import pytest
 from pipeline import space
 from pipeline.config import _types
 from tests.conftest import hpsearch
-from tests.test_confirm import study_of
+from tests.test_confirm_stage import study_of
 from tests.test_reliability import client, runs_of
 
 TWO_D = ["--set", "space.model.hidden={ choices = [4, 8, 16] }"]
