@@ -4,35 +4,27 @@ its helpers and the same project fixture (the MLflow store already made)."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import time
-from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from pipeline.names import MODEL_ALIAS, MODEL_NAME
+from tests import test_pipeline_command_runs
 from tests.conftest import hpsearch
-from tests.test_pipeline_command_runs import EXPERIMENT, FINISHED, client, runs, stage_run, studies, versions
+from tests.test_pipeline_command_runs import (
+    EXPERIMENT,
+    FINISHED,
+    client,
+    runs,
+    stage_run,
+    studies,
+    versions,
+)
 from tests.test_reliability import LONG, start, wait_for_running_trial
 
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow sqlite store with its tables made. Making them runs MLflow's migrations, one commit (and
-    fsync) each: seconds of wall time on a busy disk, in every test that starts from nothing."""
-    db = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
-
-
-@pytest.fixture
-def project(project, empty_store) -> Path:
-    """The project folder (see conftest), its MLflow store already made: still no experiment, run or model."""
-    (project / "mlruns").mkdir()
-    shutil.copy(empty_store, project / "mlruns" / "mlflow.db")
-    return project
+# The same fixtures as there: the project folder with its MLflow store made once per module.
+empty_store, project = test_pipeline_command_runs.empty_store, test_pipeline_command_runs.project
 
 
 # ---- train-final --force, and the surplus worker ------------------------------------------------------
