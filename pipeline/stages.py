@@ -77,10 +77,10 @@ def fine_space(session: Session, cfg: Settings) -> tuple[space.Space, dict]:
     if finished < target:
         raise UserError(f"the coarse stage is incomplete ({finished} of {target} trials finished); run "
                         "`hpsearch search coarse` to complete it (or with --n-trials N to settle for fewer)")
-    done = completed(coarse)
-    if len(done) < 2:
-        raise UserError(f"the coarse study has {len(done)} completed trial(s); the fine space needs 2: "
-                        "run `hpsearch search coarse` (again) first")
+    done = completed(coarse)  # where pruning let one trial finish, the fine stage refines around that one
+    if not done:
+        raise UserError("the coarse study has no completed trial (every trial pruned or failed); the fine space "
+                        "needs one: run `hpsearch search coarse` again with more trials or a milder pruner")
     coarse_space = coarse_space_of(coarse)
     top = sorted(done, key=lambda t: (-t.value, t.number))[:2]
     if cfg.fine.rule == "top2":

@@ -53,3 +53,22 @@ def test_fine_bounds_break_a_tie_for_the_best_by_the_lower_trial_number(tmp_path
     ], widen=0.5)
     assert bounds == pytest.approx((3.1622777e-5, 3.1622777e-2))  # 1e-4 / 10**0.5, 1e-2 * 10**0.5
     assert source["source_trials"] == "1,2"
+
+
+def test_a_coarse_stage_that_pruning_left_with_one_result_refines_around_it(tmp_path):
+    """ASHA may stop all trials but one (the wide study's 12 coarse trials ended 1 COMPLETE, 11 PRUNED): the fine
+    stage refines ±widen around that one instead of refusing."""
+    bounds, source = fine_bounds_of(tmp_path, [
+        (1e-3, "PRUNED", 0.40),
+        (1e-2, "COMPLETE", 0.45),
+        (1e-4, "PRUNED", 0.41),
+    ], widen=0.5)
+    assert bounds == pytest.approx((3.1622777e-3, 3.1622777e-2))  # 1e-2 / 10**0.5, 1e-2 * 10**0.5
+    assert source["source_trials"] == "1"
+
+
+def test_a_coarse_stage_with_no_result_is_one_line_for_the_fine_stage(tmp_path):
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="no completed trial"):
+        fine_bounds_of(tmp_path, [(1e-3, "PRUNED", 0.40), (1e-2, "FAIL", None)])
