@@ -10,17 +10,16 @@ import contextlib
 import functools
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline import links, plots, urls
 from pipeline.data_input import DataInput
 from pipeline.errors import UserError
+from pipeline.mlflow_calls import MetricBuffer, duplicate_key, equals, first_line
 from pipeline.names import TAG_PREFIX
 from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
 
-MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_PARAMS = 100  # MLflow's limit of params per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 NOTE = "mlflow.note.content"  # the run description the MLflow UI shows
@@ -77,13 +76,15 @@ class Tracker:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             urls.check_artifacts_served(self.uri)  # before creating it: on a server, artifacts go through the server
+            refused = None
             try:
                 self.client.create_experiment(name, artifact_location=self.artifact_root)
-            except MlflowException:  # another worker created it first
-                pass
+            except MlflowException as e:  # another worker created it first, or the store refused it (said below)
+                refused = e
             found = self.client.get_experiment_by_name(name)
             if found is None:
-                raise UserError(f"experiment {name!r} could not be created in {redact(self.uri)}")
+                why = f": {redact_text(first_line(refused))[:300]}" if refused is not None else ""
+                raise UserError(f"experiment {name!r} could not be created in {redact(self.uri)}{why}")
         if found.lifecycle_stage == "deleted":
             raise UserError(f"experiment {name!r} is deleted in {redact(self.uri)}; restore it or pick --experiment")
         urls.check_artifact_location(self.uri, name, found.artifact_location)
@@ -96,8 +97,9 @@ class Tracker:
     # ---- runs -------------------------------------------------------------------------------
     def find_runs(self, **tags) -> list:
         """Active runs of this experiment carrying all the given hpsearch.* tags, oldest first."""
-        where = " and ".join(f"tags.`{TAG_PREFIX}.{k}` = '{v}'" for k, v in tags.items())
-        return list(self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time ASC"]))
+        where = " and ".join(equals(f"tags.`{TAG_PREFIX}.{k}`", v) for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time ASC"])
+        return [r for r in runs if all(r.data.tags.get(f"{TAG_PREFIX}.{k}") == str(v) for k, v in tags.items())]
 
     def create_run(self, name: str, tags: Mapping[str, object], parent_run_id: str | None = None) -> str:
         all_tags = {f"{TAG_PREFIX}.{k}": str(v) for k, v in tags.items()}
@@ -119,8 +121,8 @@ class Tracker:
         return run.info.lifecycle_stage == "active" and run.info.experiment_id == self.experiment_id
 
     def children(self, parent_run_id: str, status: str | None = None) -> list:
-        where = f"tags.mlflow.parentRunId = '{parent_run_id}'"
-        where += f" and attributes.status = '{status}'" if status else ""
+        where = equals("tags.mlflow.parentRunId", parent_run_id)
+        where += f" and {equals('attributes.status', status)}" if status else ""
         runs, token = [], None
         while True:
             page = self.client.search_runs([self.experiment_id], where, max_results=1000, page_token=token)
@@ -158,7 +160,9 @@ class Tracker:
         from mlflow.exceptions import MlflowException
         try:
             self.client.log_inputs(run_id, datasets=[dataset])
-        except MlflowException:
+        except MlflowException as e:
+            if not duplicate_key(e):
+                raise
             self.client.log_inputs(run_id, datasets=[dataset])
 
     def status(self, run_id: str) -> str:
@@ -170,30 +174,6 @@ class Tracker:
             self.client.set_terminated(run_id, status)
         else:
             self.client.update_run(run_id, status=status)
-
-
-class MetricBuffer:
-    """Collects metric points and sends them in few log_batch calls (flushes when large or old)."""
-
-    def __init__(self, client, run_id: str, max_points: int = 500, max_age_s: float = 10.0):
-        self.client, self.run_id = client, run_id
-        self.points: list = []
-        self.max_points, self.max_age_s = max_points, max_age_s
-        self.last_flush = time.monotonic()
-
-    def add(self, step: int, metrics: Mapping[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.points.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
-        if len(self.points) >= self.max_points or time.monotonic() - self.last_flush > self.max_age_s:
-            self.flush()
-
-    def flush(self) -> None:
-        while self.points:
-            chunk, self.points = self.points[:MAX_BATCH], self.points[MAX_BATCH:]
-            self.client.log_batch(self.run_id, metrics=chunk)
-        self.last_flush = time.monotonic()
 
 
 class TrackedRun:
@@ -259,6 +239,13 @@ class TrackedRun:
         self.state, self.reason = state, reason
         try:
             self._close(state, reason)
+        except Exception as e:
+            if exc is None:
+                raise
+            # the training's own exception (a pruned trial, Ctrl-C) is what ends the trial: say this one, keep that
+            if self.terminal is not None:
+                self.terminal.say(f"{self.name}: its run's record is incomplete ({type(e).__name__}: "
+                                  f"{redact_text(first_line(e))[:200]})")
         finally:
             self.tracker.set_status(self.run_id, status)
         return False

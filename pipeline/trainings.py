@@ -19,6 +19,7 @@ from pipeline.results import best_trial, trial_settings
 from pipeline.session import Session
 from pipeline.stages import settled_study
 from pipeline.tracking import TrackedRun, code_version
+from pipeline.workers import fault
 
 
 @dataclass
@@ -47,7 +48,7 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
     )
     try:
         with run:
-            result = train(data.X_train, data.y_train, data.X_val, data.y_val, settings, run.checkpoint)
+            result = train(data.X_train, data.y_train, data.X_val, data.y_val, settings, checkpoint(run, role))
             test = evaluate(result.params, data.X_test, data.y_test, lam, tta_flip=settings.tta_flip)
             run.log_final({f"test_{k}": v for k, v in test.items()})
             if settings.tta_flip:  # the setting's worth, measured: the same model without the mirror average
@@ -79,10 +80,26 @@ def final_settings(session: Session, cfg: Settings, lam: float | None, confirmed
     if best is None:
         raise UserError("no finished trial in the coarse or fine study: run `hpsearch search coarse` first, "
                         "or pass --lambda")
-    top = best_trial(session, "best")
-    why = "best" if best is top else f"largest λ within one standard error of the best ({top.value:.4f})"
+    top = best_trial(session, "best")  # a database storage loads a trial afresh each time: compare, not `is`
+    why = "best" if same_trial(best, top) else f"largest λ within one standard error of the best ({top.value:.4f})"
     stage = best.user_attrs.get("stage", "search")
     return trial_settings(best), f"{stage} trial {best.number}, val acc {best.value:.4f}: {why}"
+
+
+def same_trial(a, b) -> bool:
+    return (a.user_attrs.get("stage"), a.number) == (b.user_attrs.get("stage"), b.number)
+
+
+def checkpoint(run: TrackedRun, role: str):
+    """The run's checkpoint; in the final, also a test's fault point."""
+    if role != "final":
+        return run.checkpoint
+
+    def final_checkpoint(step: int, metrics: dict) -> None:
+        run.checkpoint(step, metrics)
+        fault("final")
+
+    return final_checkpoint
 
 
 def previous_final(session: Session, cfg: Settings):
