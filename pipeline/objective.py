@@ -81,12 +81,14 @@ class Objective:
                     raise optuna.TrialPruned(str(e)) from e
                 if s.after is not None:
                     s.after(trial, run, data, result)
-        finally:
+        except BaseException:
             self.record(trial, run)
-        try:
+            raise
+        try:  # the run FINISHED: from here to Optuna's tell, a Ctrl-C hands it to the next worker
+            self.record(trial, run)
             fault("tell")
             return run.final_val_accuracy
-        except KeyboardInterrupt:  # the run has its result: the next worker adopts it, the slot stays held
+        except KeyboardInterrupt:  # the slot stays held (by the adoption) while Optuna fails this trial
             hand_over(trial.study, next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
             raise
 

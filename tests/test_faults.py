@@ -1,0 +1,22 @@
+"""Three workers on one machine (the journal file), killed at every point where a worker can die, then replaced by
+a restarted one: each stage still holds exactly n finished trials, each with one FINISHED run, every stage run is
+FINISHED, and there is one final run and one model version. kill -9 and Ctrl-C (SIGINT) separately.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.workers.faults import POINTS
+from tests.fault_harness import run_with_faults
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_workers_killed_at_every_point_still_do_everything_once(tmp_path, cifar_dir, sig):
+    out = run_with_faults(tmp_path, cifar_dir, dict.fromkeys(POINTS, sig))
+    assert out.fired == sorted(POINTS), f"points that fired: {out.fired}\n{out.output}"
+    assert out.started == 3 + len(POINTS), out.codes  # every killed worker was replaced by a restarted one
+    assert out.problems == [], "\n".join(out.problems) + "\n" + out.output
+    print(f"\n{sig} at {', '.join(POINTS)}: {out.started} workers, {out.seconds:.0f} s")
