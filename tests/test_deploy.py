@@ -77,6 +77,8 @@ def test_the_image_holds_what_the_package_and_the_worker_need():
     its readme and the study files the worker reads from ./studies."""
     import tomllib
 
+    import setuptools
+
     lines = (DEPLOY / "Dockerfile").read_text().splitlines()
     sources = [src for line in lines if line.startswith("COPY ") for src in line.split()[1:-1]]
     assert all(list(ROOT.glob(src)) for src in sources), sources
@@ -84,7 +86,9 @@ def test_the_image_holds_what_the_package_and_the_worker_need():
                if line.startswith("!")}
     assert set(sources) <= allowed, set(sources) - allowed
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = {*project["tool"]["setuptools"]["packages"], project["project"]["readme"], "pyproject.toml"}
+    packages = setuptools.find_packages(ROOT, include=project["tool"]["setuptools"]["packages"]["find"]["include"])
+    assert {"pipeline.cli", "pipeline.search.confirm", "model.cifar10"} <= set(packages), packages  # subpackages too
+    needed = {*(name.split(".")[0] for name in packages), project["project"]["readme"], "pyproject.toml"}
     assert needed <= set(sources), needed - set(sources)
     assert "studies/*.toml" in sources
     assert any(line.startswith("RUN pip install") and "[postgres]" in line for line in lines)

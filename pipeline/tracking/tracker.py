@@ -14,10 +14,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import links, plots, urls
-from pipeline.data_input import DataInput
+from pipeline import urls
 from pipeline.errors import UserError
 from pipeline.names import TAG_PREFIX
+from pipeline.tracking import links, plots
+from pipeline.tracking.data_input import DataInput
 from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -29,7 +30,7 @@ NOTE = "mlflow.note.content"  # the run description the MLflow UI shows
 @functools.cache
 def code_version() -> str:
     """The git commit of this checkout ('+dirty' when it has local changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:

@@ -20,8 +20,8 @@ from pathlib import Path
 from model import cifar10
 from model.train import TrainSettings
 from model.whiten import WhitenSpec
-from pipeline import space
 from pipeline.errors import ConfigError
+from pipeline.settings import space
 
 STUDIES = Path("studies")
 SAMPLERS = ("random", "tpe", "qmc")
