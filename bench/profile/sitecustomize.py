@@ -71,7 +71,7 @@ def _install() -> None:
         ("pipeline.search.objective", "train", "training_steps"),
         ("pipeline.final.trainings", "train", "training_steps"),
         ("model.train", "evaluate", "evaluation"), ("pipeline.final.trainings", "evaluate", "evaluation"),
-        ("pipeline.tracking.tracker", "TrackedRun.checkpoint", "tracking"),
+        ("pipeline.tracking.run", "TrackedRun.checkpoint", "tracking"),
         ("optuna.trial", "Trial.report", "tracking"), ("optuna.trial", "Trial.should_prune", "tracking"),
         ("pipeline.data.sources", "dataset", "data_loads"),
         ("pipeline.search.stages", "wait_until_settled", "waits"),

@@ -18,7 +18,8 @@ from pipeline.session import Session
 from pipeline.settings.config import Settings
 from pipeline.tracking import registry
 from pipeline.tracking.data_input import DataInput
-from pipeline.tracking.tracker import TrackedRun, code_version
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.tracker import code_version
 
 
 @dataclass

@@ -13,7 +13,8 @@ from model.train import DivergedError, train
 from pipeline.names import OBJECTIVE, RUN_ATTR
 from pipeline.settings.config import Settings
 from pipeline.tracking.data_input import DataInput
-from pipeline.tracking.tracker import TrackedRun, Tracker
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.tracker import Tracker
 from pipeline.workers.ownership import claim_slot, owner
 
 SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
