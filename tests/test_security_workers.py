@@ -26,9 +26,9 @@ def _workers_draw(kind: str, folder: Path, n_workers: int = 3, rounds: int = 3) 
     """Workers started at once, each with its own sampler on one study: round r is every worker's r-th
     trial, each sampled before any λ of that round is stored (as processes starting together do: Optuna
     settles a trial's relative search space at its first suggest). λ per round, per worker."""
-    from pipeline import config
-    from pipeline.sampling import make_sampler
+    from pipeline.search.sampling import make_sampler
     from pipeline.session import open_storage
+    from pipeline.settings import config
 
     cfg = config.load("coarse", overrides={"search.sampler": kind, "search.n_trials": n_workers * rounds})
     studies = [optuna.create_study(study_name="cifar10-lambda-coarse", storage=open_storage(str(folder / "o.journal")),

@@ -108,13 +108,14 @@ def test_waiting_for_a_stage_fails_a_trial_whose_heartbeat_is_stale(pg_storage):
 
 @needs_postgres
 def test_the_final_claim_fails_a_dead_claimer_and_trains_once(pg_storage, project, cifar_dir):
-    from pipeline.config import load
-    from pipeline.final import DIGEST_ATTR, train_final
+    from pipeline.final.claim import DIGEST_ATTR, train_final
     from pipeline.session import Session, Stores
-    from pipeline.terminal import Lines
+    from pipeline.settings.config import load
+    from pipeline.terminal.lines import Lines
 
     cfg = load("final")
-    kill_mid_trial(pg_storage, f"{EXPERIMENT}-final", **{DIGEST_ATTR: cfg.replace({"train.lambda": 0.01}).digest()})
+    digest = cfg.replace({"train.lambda": 0.01}).digest()
+    kill_mid_trial(pg_storage, f"{EXPERIMENT}-final", **{DIGEST_ATTR: digest, "claim": f"final {digest}"})
     said = io.StringIO()
     stores = Stores(data_dir=cifar_dir, storage_url=pg_storage, heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
     result = within(GRACE_S + 60, train_final, Session(stores, Lines(said)), cfg, lam=0.01)
@@ -223,37 +224,46 @@ def test_a_grace_period_within_one_heartbeat_is_one_line(project):
 
 def test_a_claim_that_finds_an_earlier_live_claim_of_the_same_final_yields_without_training(project, cifar_dir):
     """Two workers that reach the final at the same moment: the later trial number yields (surplus), untrained."""
-    from pipeline.config import load
-    from pipeline.final import DIGEST_ATTR, Claim
+    from pipeline.final.claim import Claim
     from pipeline.session import Session, Stores
-    from pipeline.workers import SurplusTrial, owner
+    from pipeline.settings.config import load
+    from pipeline.workers import SurplusTrial, claim
 
     session = Session(Stores(data_dir=cifar_dir))
     cfg = load("final").replace({"train.lambda": 0.01})
     study = optuna.create_study(study_name=f"{EXPERIMENT}-final", storage=session.storage, direction="maximize")
     first = study.ask()  # the other worker's claim, alive: it is this process
-    for key, value in (owner() | {DIGEST_ATTR: cfg.digest()}).items():
-        first.set_user_attr(key, value)
+    claim(first, f"final {cfg.digest()}")
     study.optimize(Claim(session, cfg, {"train.lambda": 0.01}, "--lambda", first=0), n_trials=1,
                    catch=(SurplusTrial,))
     assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
     assert study.trials[1].user_attrs["surplus"] is True
+    assert study.trials[1].user_attrs["pid"] == first.user_attrs["pid"]  # it said who it was before yielding
     assert session.tracker.find_runs(role="final") == [], "the later claim trained too"
 
 
 def test_a_pair_enqueued_twice_or_a_trial_the_queue_did_not_fill_yields():
     """Two workers enqueuing confirm's pairs at once: each pair still trains once."""
-    from pipeline.workers import SurplusTrial, claim_enqueued
+    from types import SimpleNamespace
+
+    from pipeline.search.objective import Objective
+    from pipeline.workers import SurplusTrial
+
+    class Trains(Exception):
+        pass
+
+    def trains(values):
+        raise Trains
 
     study = optuna.create_study(direction="maximize")
-    for params in ({"lambda": 0.001, "seed": 0}, {"lambda": 0.001, "seed": 0}):
-        study.enqueue_trial(params)
+    for _ in range(2):
+        study.enqueue_trial({"lambda": 0.001, "seed": 0}, user_attrs={"claim": "pair 0/0"}, skip_if_exists=False)
+    stage = SimpleNamespace(name="confirm", enqueued=True, suggest=lambda trial: {},
+                            cfg=SimpleNamespace(search=SimpleNamespace(n_trials=10), replace=trains))
     outcomes = []
     for _ in range(3):  # the pair, its duplicate, then a trial with nothing enqueued for it
-        trial = study.ask()
         try:
-            claim_enqueued(trial)
-            outcomes.append("trains")
-        except SurplusTrial:
-            outcomes.append("yields")
+            Objective(stage)(study.ask())
+        except (Trains, SurplusTrial) as e:
+            outcomes.append("trains" if isinstance(e, Trains) else "yields")
     assert outcomes == ["trains", "yields", "yields"]

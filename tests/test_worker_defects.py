@@ -76,8 +76,8 @@ def foreign_trial(study: optuna.Study, **attrs) -> optuna.Trial:
 
 def coarse_study(project, n: int) -> optuna.Study:
     """The coarse study with its stage run, as `search coarse` makes them, before any trial."""
-    from pipeline import stages
-    from pipeline.config import load
+    from pipeline.search import stages
+    from pipeline.settings.config import load
     from pipeline.session import Session
 
     session = Session()
@@ -94,7 +94,7 @@ def test_a_workers_ctrl_c_leaves_the_stage_run_to_the_worker_still_training(proj
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.objective.train", interrupted)
+    monkeypatch.setattr("pipeline.search.objective.train", interrupted)
     hpsearch("search", "coarse", "--n-trials", "3", code=130)
     assert stage_run(project, "coarse").info.status == "RUNNING"  # the other host still trains it
     mine = [t for t in study.get_trials() if t.user_attrs.get("host") != "elsewhere"]
@@ -106,7 +106,7 @@ def test_the_last_workers_ctrl_c_ends_the_stage_run(project, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.objective.train", interrupted)
+    monkeypatch.setattr("pipeline.search.objective.train", interrupted)
     hpsearch("search", "coarse", "--n-trials", "3", code=130)
     assert stage_run(project, "coarse").info.status == "KILLED"
 
@@ -131,11 +131,11 @@ def test_a_waiting_worker_closes_the_stage_whose_completing_worker_died(project)
 
 
 def test_two_workers_closing_a_stage_at_once_log_its_summary_once(project, monkeypatch):
-    from pipeline import stages
-    from pipeline.config import load
+    from pipeline.search import stages
+    from pipeline.settings.config import load
     from pipeline.session import Session
 
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.tracker import Tracker
 
     with monkeypatch.context() as m:  # the trials finished, the stage run not closed yet
         m.setattr(Tracker, "log_metrics", lambda *a, **k: None)
@@ -180,7 +180,7 @@ def test_a_trial_that_yields_has_said_who_ran_it():
     """The owner is recorded before the claim: a trial that finds every slot held still names its worker."""
     from types import SimpleNamespace
 
-    from pipeline.objective import Objective
+    from pipeline.search.objective import Objective
     from pipeline.workers import SurplusTrial, owner
 
     study = optuna.create_study(direction="maximize")
@@ -196,9 +196,9 @@ def test_confirm_pairs_are_the_same_pair_by_their_key_not_their_float_bits():
     """Two workers enqueue one pair at once, their λ one bit apart (each worker's own arithmetic): it trains once."""
     from types import SimpleNamespace
 
-    from pipeline.confirm.candidates import Candidate
-    from pipeline.confirm.stage import pair, suggester
-    from pipeline.objective import Objective
+    from pipeline.search.confirm.candidates import Candidate
+    from pipeline.search.confirm.stage import pair, suggester
+    from pipeline.search.objective import Objective
     from pipeline.workers import SurplusTrial
 
     class Trains(Exception):

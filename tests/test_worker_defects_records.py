@@ -24,16 +24,16 @@ EXPERIMENT = "cifar10-lambda"
 
 @pytest.fixture
 def tracker(project):
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.tracker import Tracker
 
     return Tracker(f"sqlite:///{project}/mlruns/mlflow.db", EXPERIMENT)
 
 
 # ---- 6: errors that hide errors ---------------------------------------------------------------------------------
 def test_a_tracking_error_while_closing_leaves_a_pruned_trial_pruned(tracker, cifar_dir, monkeypatch):
-    from pipeline.data_input import DataInput
+    from pipeline.tracking.data_input import DataInput
     from pipeline.session import Session, Stores
-    from pipeline.tracking import TrackedRun
+    from pipeline.tracking.run import TrackedRun
 
     data = Session(Stores(data_dir=cifar_dir)).dataset("holdout", 200)
     run = TrackedRun(tracker, "t", what="t", values="", steps=1, tags={"role": "trial"}, params={},
@@ -51,7 +51,7 @@ def test_a_tracking_error_while_closing_leaves_a_pruned_trial_pruned(tracker, ci
 
 def test_an_experiment_the_store_refuses_to_create_says_why(project, monkeypatch):
     from pipeline.errors import UserError
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.tracker import Tracker
 
     def refused(self, *args, **kwargs):
         raise MlflowException("attempt to write a readonly database")
@@ -90,8 +90,8 @@ def test_names_with_quotes_are_found_by_their_tags(tracker, name):
 
 # ---- 8: the race planner ------------------------------------------------------------------------------------
 def test_planning_a_race_of_forty_trainings_takes_no_time():
-    from pipeline.config import ConfirmSection
-    from pipeline.confirm.racing import Training, plan
+    from pipeline.settings.config import ConfirmSection
+    from pipeline.search.confirm.racing import Training, plan
 
     c = ConfirmSection(k=2, strategy="race", budget=40, z=100.0)  # nobody is ever a clear loser: every round runs
     trainings = [Training(i, r, 0.5 + 0.01 * i * (-1) ** r, None) for r in range(c.max_rounds) for i in range(2)]
@@ -104,7 +104,7 @@ def test_planning_a_race_of_forty_trainings_takes_no_time():
 
 
 def test_a_race_budget_beyond_reason_is_refused():
-    from pipeline.config import ConfirmSection
+    from pipeline.settings.config import ConfirmSection
 
     with pytest.raises(ValueError, match="confirm.budget must be at most"):
         ConfirmSection(k=3, strategy="race", budget=100_000)
@@ -113,7 +113,7 @@ def test_a_race_budget_beyond_reason_is_refused():
 # ---- 9: the loaded model ------------------------------------------------------------------------------------
 def test_the_champion_loads_from_a_folder_that_lives_with_it_and_leaves_sys_path_alone(project, cifar_dir):
     from model.cifar10.batch import load_batch
-    from pipeline.registry import load_champion
+    from pipeline.tracking.registry import load_champion
 
     hpsearch("train-final", "--lambda", "0.01")
     before = list(sys.path)
@@ -127,7 +127,7 @@ def test_the_champion_loads_from_a_folder_that_lives_with_it_and_leaves_sys_path
 # ---- 10: a run that FINISHED before its trial was told ------------------------------------------------------
 KILLED_AFTER_ITS_RUN = textwrap.dedent("""
     import os, signal
-    import pipeline.objective as objective
+    import pipeline.search.objective as objective
     record = objective.Objective.record
 
     def record_then_die(trial, run):

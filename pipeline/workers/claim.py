@@ -9,10 +9,12 @@ running and waiting ones, so a slot stays held while its trial runs and after it
 from __future__ import annotations
 
 import optuna
+from optuna.trial import TrialState
 
 from pipeline.names import CLAIM_ATTR, SURPLUS_ATTR
-from pipeline.sampling import LIVE
 from pipeline.workers.owners import record_owner
+
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # trials that hold a key
 
 SLOT = "slot "
 

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.names import ADOPT_ATTR, CLAIM_ATTR, OWNER_ATTRS, REASON_ATTR, RUN_ATTR, SURPLUS_ATTR, TAG_PREFIX
-from pipeline.sampling import LIVE
+from pipeline.workers.claim import LIVE
 
 DIED = "its process died (found by another worker)"  # the one wording of a run closed by another worker
 RESULTS = ("COMPLETE", "PRUNED")  # a run's state tag when it FINISHED with a result

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.names import OWNER_ATTRS
-from pipeline.sampling import LIVE
+from pipeline.workers.claim import LIVE
 from pipeline.workers.owners import is_orphan, owner_alive
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -15,14 +15,14 @@ import os
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.config import Settings
 from pipeline.errors import UserError
-from pipeline.local_workers import blas_threads
+from pipeline.final.trainings import RunResult, final_settings, previous_final, train_run
 from pipeline.names import FINAL_STAGE, REASON_ATTR, RUN_ATTR, TAG_PREFIX
-from pipeline.objective import describe
+from pipeline.search.objective import describe
 from pipeline.session import Session
-from pipeline.trainings import RunResult, final_settings, previous_final, train_run
+from pipeline.settings.config import Settings
 from pipeline.workers import Closer, SurplusTrial, claim, wait_until_settled
+from pipeline.workers.local import blas_threads
 
 DIGEST_ATTR = "config_digest"
 TRIAL_TAG = "final_trial"  # the final run's tag naming its claim, so a dead claimer's run can be closed

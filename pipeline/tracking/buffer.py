@@ -1,4 +1,5 @@
-"""Small pieces of talking to MLflow: filter strings, the error words a caller may handle, batched metrics."""
+"""Metric points gathered and sent to MLflow in few log_batch calls: a training checkpoints often, and one
+request per point would cost more than the training between two checkpoints."""
 
 from __future__ import annotations
 
@@ -6,27 +7,6 @@ import time
 from collections.abc import Mapping
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
-
-
-def equals(field: str, value) -> str:
-    """`field = 'value'` for an MLflow filter string. Its grammar has no escape: a value holding a quote is
-    put in the other kind; one holding both matches any character there (LIKE's _), and the caller compares."""
-    value = str(value)
-    if "'" not in value:
-        return f"{field} = '{value}'"
-    if '"' not in value:
-        return f'{field} = "{value}"'
-    return f"{field} LIKE '{value.replace(chr(39), '_').replace(chr(34), '_')}'"
-
-
-def duplicate_key(e: Exception) -> bool:
-    """The race `log_input` retries: another process inserted the same row first (sqlite or PostgreSQL words)."""
-    text = str(e).lower()
-    return "unique constraint" in text or "duplicate key" in text or "already exists" in text
-
-
-def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class MetricBuffer:

@@ -10,10 +10,11 @@ import optuna
 
 from model.cifar10 import Dataset
 from model.train import DivergedError, train
-from pipeline.config import Settings
-from pipeline.data_input import DataInput
 from pipeline.names import ADOPT_ATTR, CLAIM_ATTR, OBJECTIVE, REASON_ATTR, RUN_ATTR, TAG_PREFIX
-from pipeline.tracking import TrackedRun, Tracker
+from pipeline.settings.config import Settings
+from pipeline.tracking.data_input import DataInput
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.tracker import Tracker
 from pipeline.workers import claim, fault, hand_over, slot_key
 from pipeline.workers.closer import RESULTS
 
