@@ -77,8 +77,8 @@ def foreign_trial(study: optuna.Study, **attrs) -> optuna.Trial:
 def coarse_study(project, n: int) -> optuna.Study:
     """The coarse study with its stage run, as `search coarse` makes them, before any trial."""
     from pipeline.search import stages
-    from pipeline.settings.config import load
     from pipeline.session import Session
+    from pipeline.settings.config import load
 
     session = Session()
     cfg = load("coarse").replace({"search.n_trials": n})
@@ -132,9 +132,8 @@ def test_a_waiting_worker_closes_the_stage_whose_completing_worker_died(project)
 
 def test_two_workers_closing_a_stage_at_once_log_its_summary_once(project, monkeypatch):
     from pipeline.search import stages
-    from pipeline.settings.config import load
     from pipeline.session import Session
-
+    from pipeline.settings.config import load
     from pipeline.tracking.tracker import Tracker
 
     with monkeypatch.context() as m:  # the trials finished, the stage run not closed yet

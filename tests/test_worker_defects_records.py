@@ -31,8 +31,8 @@ def tracker(project):
 
 # ---- 6: errors that hide errors ---------------------------------------------------------------------------------
 def test_a_tracking_error_while_closing_leaves_a_pruned_trial_pruned(tracker, cifar_dir, monkeypatch):
-    from pipeline.tracking.data_input import DataInput
     from pipeline.session import Session, Stores
+    from pipeline.tracking.data_input import DataInput
     from pipeline.tracking.run import TrackedRun
 
     data = Session(Stores(data_dir=cifar_dir)).dataset("holdout", 200)
@@ -90,8 +90,8 @@ def test_names_with_quotes_are_found_by_their_tags(tracker, name):
 
 # ---- 8: the race planner ------------------------------------------------------------------------------------
 def test_planning_a_race_of_forty_trainings_takes_no_time():
-    from pipeline.settings.config import ConfirmSection
     from pipeline.search.confirm.racing import Training, plan
+    from pipeline.settings.config import ConfirmSection
 
     c = ConfirmSection(k=2, strategy="race", budget=40, z=100.0)  # nobody is ever a clear loser: every round runs
     trainings = [Training(i, r, 0.5 + 0.01 * i * (-1) ** r, None) for r in range(c.max_rounds) for i in range(2)]
