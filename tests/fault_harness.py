@@ -29,11 +29,12 @@ CONFIRM = {"k": "2", "seeds": "2", "strategy": '"grid"'}
 N_CONFIRM = 4
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 KILLED = {"SIGKILL": -9, "SIGINT": 130}
+KILLED_CODES = (-9, 137, 130)  # 137: a pid namespace's init, which exits instead (workers/faults.py)
 
 
 @dataclass
 class Outcome:
-    fired: list[str]  # the points at which a worker killed itself
+    fired: list[str]  # "point-signal": where a worker killed itself, and how
     started: int  # worker processes, restarts included
     codes: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -41,13 +42,14 @@ class Outcome:
     output: str = ""
 
 
-def run_with_faults(folder: Path, cifar_dir: Path, faults: dict[str, str], workers: int = 3,
+def run_with_faults(folder: Path, cifar_dir: Path, faults: list[tuple[str, str]], workers: int = 3,
                     timeout_s: float = 400) -> Outcome:
-    """faults: point -> signal name. Returns what fired and every disagreement `check` finds."""
+    """faults: (point, signal name) pairs. Returns what fired ("point-signal") and every disagreement `check`
+    finds."""
     write_fast_studies(folder, **CONFIRM)
     tokens = folder / "faults"
     tokens.mkdir(exist_ok=True)
-    spec = ",".join(f"{point}:{sig}:{tokens}" for point, sig in faults.items())
+    spec = ",".join(f"{point}:{sig}:{tokens}" for point, sig in faults)
     env = hpsearch_env(folder, HPSEARCH_DATA=str(cifar_dir), HPSEARCH_TEST_FAULT=spec, OPENBLAS_NUM_THREADS="1")
     for var in ("HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT"):
         env.pop(var, None)
@@ -71,7 +73,7 @@ def run_with_faults(folder: Path, cifar_dir: Path, faults: dict[str, str], worke
             for p in [p for p in running if p.poll() is not None]:
                 running.remove(p)
                 codes.append(p.returncode)
-                if p.returncode in KILLED.values():
+                if p.returncode in KILLED_CODES:
                     start()  # a restarted worker takes the dead one's place
             time.sleep(0.2)
     finally:
@@ -83,26 +85,30 @@ def run_with_faults(folder: Path, cifar_dir: Path, faults: dict[str, str], worke
                            for f in sorted(logs.iterdir(), key=lambda f: int(f.stem)))
     if running:
         out.problems.append(f"workers still running after {timeout_s} s")
-    out.problems += [f"a worker exited with {c}" for c in codes if c not in (0, *KILLED.values())]
-    out.problems += check(folder)
+    out.problems += [f"a worker exited with {c}" for c in codes if c not in (0, *KILLED_CODES)]
+    out.problems += check_folder(folder)
     return out
 
 
-def check(folder: Path) -> list[str]:
-    """Every way the stores disagree with each-thing-once; [] when they agree."""
+def check_folder(folder: Path) -> list[str]:
+    """`check` on a project folder's default stores (the journal file, the sqlite tracking store)."""
     from pipeline.session import open_storage
 
-    storage = open_storage(str(folder / "studies/optuna.journal"))
     uri = f"sqlite:///{folder}/mlruns/mlflow.db"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
+    return check(open_storage(str(folder / "studies/optuna.journal")), MlflowClient(tracking_uri=uri,
+                                                                                    registry_uri=uri))
+
+
+def check(storage, client: MlflowClient, experiment: str = EXPERIMENT) -> list[str]:
+    """Every way the stores disagree with each-thing-once; [] when they agree."""
+    exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return ["no experiment"]
     runs = client.search_runs([exp.experiment_id], max_results=5000)
     problems = []
     for stage, n in (("coarse", N_TRIALS), ("fine", N_TRIALS), ("confirm", N_CONFIRM)):
         try:
-            trials = optuna.load_study(study_name=f"{EXPERIMENT}-{stage}", storage=storage).get_trials()
+            trials = optuna.load_study(study_name=f"{experiment}-{stage}", storage=storage).get_trials()
         except KeyError:
             problems.append(f"{stage}: no study")
             continue
