@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -243,7 +244,7 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
         time.sleep(0.1)
     assert killed is not None, f"host1 never ran a coarse trial\n{doomed.output()}\n{survivor.output()}"
     doomed.host.kill_machine(doomed.proc)
-    died = time.monotonic()
+    died, died_at = time.monotonic(), datetime.now()  # the survivor writes Optuna's naive local time on this clock
     state = optuna.load_study(study_name=f"{experiment}-coarse", storage=storage).trials[killed.number].state
     assert state == TrialState.RUNNING, f"coarse trial {killed.number} ended ({state.name}) before host1 was killed"
     assert doomed.wait(died + 10) is not None, "host1's unshare outlived its machine"
@@ -258,6 +259,9 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
         "heartbeat_s": HEARTBEAT["HPSEARCH_HEARTBEAT_S"], "grace_s": str(GRACE_S)}
     trial = optuna.load_study(study_name=f"{experiment}-coarse", storage=storage).trials[killed.number]
     assert trial.state == TrialState.FAIL, trial.state
+    # failed by the grace the hosts were given: no sooner (a live host between heartbeats), not much later
+    failed_after = (trial.datetime_complete - died_at).total_seconds()
+    assert GRACE_S - 2 * int(HEARTBEAT["HPSEARCH_HEARTBEAT_S"]) <= failed_after <= GRACE_S + 15, failed_after
     assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     for stage, n in (("coarse", N_TRIALS), ("fine", N_TRIALS), ("confirm", N_CONFIRM)):
         assert len([t for t in study_trials(storage, experiment, stage) if t.state in FINISHED]) == n, stage

@@ -25,7 +25,7 @@ from tests.servers import POSTGRES_ENV, fresh_postgres_db, mlflow_server, postgr
 
 PG = postgres_url()
 needs_postgres = pytest.mark.skipif(PG is None, reason=f"no PostgreSQL server configured: set {POSTGRES_ENV}")
-HEARTBEAT_S, GRACE_S = 1, 2
+HEARTBEAT_S, GRACE_S = 1, 5  # not Optuna's default grace (2 heartbeats): the wait must use ours
 EXPERIMENT = "cifar10-lambda"
 
 # A worker on "another machine": it runs one trial of the study with Optuna's heartbeat on, until it is killed.
@@ -48,8 +48,9 @@ DEAD_WORKER = textwrap.dedent("""
 """).format(hb=HEARTBEAT_S, grace=GRACE_S)
 
 
-def kill_mid_trial(storage: str, study_name: str, **attrs) -> None:
-    """Start a worker of another host on the study and SIGKILL it once its trial runs: its trial stays RUNNING."""
+def kill_mid_trial(storage: str, study_name: str, **attrs) -> float:
+    """Start a worker of another host on the study and SIGKILL it once its trial runs: its trial stays RUNNING.
+    Returns when it was killed (time.monotonic())."""
     import json
 
     attrs = {"host": "another-machine", "pid": 1} | attrs
@@ -59,7 +60,9 @@ def kill_mid_trial(storage: str, study_name: str, **attrs) -> None:
         assert proc.stdout.readline().strip() == "running", "the worker did not start its trial"
     finally:
         proc.kill()
+        killed = time.monotonic()
         proc.wait()
+    return killed
 
 
 def within(seconds: float, fn, *args, **kwargs):
@@ -94,16 +97,16 @@ def test_waiting_for_a_stage_fails_a_trial_whose_heartbeat_is_stale(pg_storage):
     from pipeline.session import open_storage
     from pipeline.workers import wait_until_settled
 
-    kill_mid_trial(pg_storage, "s-coarse")
+    t0 = kill_mid_trial(pg_storage, "s-coarse")  # at most one heartbeat after its last one
     study = optuna.load_study(study_name="s-coarse", storage=open_storage(pg_storage, HEARTBEAT_S, GRACE_S))
     assert [t.state for t in study.trials] == [TrialState.RUNNING]
-    failed, said, t0 = [], [], time.monotonic()
+    failed, said = [], []
     within(GRACE_S + 30, wait_until_settled, study, said.append, poll_s=0.2, report_s=0.5, on_failed=failed.extend)
     took = time.monotonic() - t0
     assert [t.state for t in study.trials] == [TrialState.FAIL] and failed == [0]
-    assert took < GRACE_S + 20, f"the dead worker cost {took:.1f} s, far more than the grace period"
-    # while it waited (when it did: on a loaded machine the heartbeat may be stale at the first look), it said for what
-    assert all("0 on another-machine pid 1" in line for line in said), said
+    assert GRACE_S - HEARTBEAT_S - 0.5 <= took <= GRACE_S + 5, f"the dead worker cost {took:.1f} s, grace {GRACE_S} s"
+    # while it waited, it said for what, every report_s
+    assert said and all("0 on another-machine pid 1" in line for line in said), said
 
 
 @needs_postgres
@@ -204,16 +207,6 @@ def test_a_server_that_does_not_serve_artifacts_is_refused_before_the_experiment
         assert client.get_experiment_by_name(EXPERIMENT) is None
         nothing_recorded(project, client, EXPERIMENT)
     assert "does not serve artifacts" in err and "--artifacts-destination" in err
-
-
-def test_the_heartbeat_settings_come_from_the_environment_and_are_recorded_in_the_stage_run(project, monkeypatch):
-    monkeypatch.setenv("HPSEARCH_HEARTBEAT_S", "7")
-    monkeypatch.setenv("HPSEARCH_GRACE_S", "40")
-    hpsearch("search", "coarse", "--n-trials", "1")
-    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlruns/mlflow.db")
-    (parent,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
-                                   "tags.`hpsearch.role` = 'stage'")
-    assert (parent.data.params["heartbeat_s"], parent.data.params["grace_s"]) == ("7", "40")
 
 
 def test_a_grace_period_within_one_heartbeat_is_one_line(project):

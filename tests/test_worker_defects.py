@@ -111,19 +111,27 @@ def test_the_last_workers_ctrl_c_ends_the_stage_run(project, monkeypatch):
     assert stage_run(project, "coarse").info.status == "KILLED"
 
 
-def test_a_waiting_worker_closes_the_stage_whose_completing_worker_died(project):
+def test_a_waiting_worker_closes_the_stage_whose_completing_worker_died(project, monkeypatch):
     """The other host's trial completes the stage and its worker dies before closing the stage run: the worker
     that waited for it closes it."""
     from pipeline.api import Project
+    from pipeline.search import stages
 
     study = coarse_study(project, 2)
     other = foreign_trial(study)
+    waiting, wait = threading.Event(), stages.wait_until_settled
+
+    def waits(*args, **kwargs):
+        if kwargs.get("n") == 2:
+            waiting.set()
+        return wait(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "wait_until_settled", waits)
     result = {}
     worker = threading.Thread(target=lambda: result.update(s=Project().search("coarse", 2)), daemon=True)
     worker.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and sum(t.state == TrialState.COMPLETE for t in study.get_trials()) < 1:
-        time.sleep(0.2)
+    assert waiting.wait(120), "the worker never waited for the other host's trial"
+    time.sleep(0.5)
     other.study.tell(other, 0.3)  # its worker "dies" right after: nothing closes the stage run but the waiter
     worker.join(60)
     assert not worker.is_alive() and result["s"].complete
