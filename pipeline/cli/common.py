@@ -87,8 +87,8 @@ def main_options(
     ] = DEFAULT_GRACE_S,
 ) -> None:
     """Search λ (coarse → fine), train the final model, and compare runs in the MLflow UI."""
-    from pipeline.api import quiet_libraries
     from pipeline.session import Stores
+    from pipeline.terminal.quiet import quiet_libraries
 
     quiet_libraries()
     ctx.obj = Stores(data_dir, storage, tracking_uri, experiment, heartbeat_s, grace_s)
