@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,22 +25,17 @@ from pipeline.errors import UserError
 from pipeline.terminal.quiet import quietly
 
 STAGES = (*names.SEARCH_STAGES, "confirm")
+FINAL_TAGS = (names.MODEL_VERSION_TAG, names.LAMBDA_SOURCE_TAG)  # the finals table shows them
 
 
 def stores(data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
            experiment: str | None = None):
-    """Where data, studies and runs live, as the CLI finds them: an argument, else its variable, else the default."""
+    """Where data, studies and runs live, as the CLI finds them: the argument, else its environment variable
+    (HPSEARCH_DATA, HPSEARCH_STORAGE, MLFLOW_TRACKING_URI, HPSEARCH_EXPERIMENT; the heartbeat's
+    HPSEARCH_HEARTBEAT_S and HPSEARCH_GRACE_S), else the default (session.Stores.from_env)."""
     from pipeline.session import Stores
 
-    def env(name: str) -> str | None:
-        return os.environ.get(name) or None  # an empty variable counts as unset, as on the command line
-
-    data = data_dir if data_dir is not None else env(names.DATA_ENV)
-    return Stores(None if data is None else Path(data),
-                  storage or env(names.STORAGE_ENV) or names.DEFAULT_STORAGE, tracking_uri or env(names.TRACKING_ENV),
-                  experiment or env(names.EXPERIMENT_ENV) or names.DEFAULT_EXPERIMENT,
-                  int(env(names.HEARTBEAT_ENV) or names.DEFAULT_HEARTBEAT_S),
-                  int(env(names.GRACE_ENV) or names.DEFAULT_GRACE_S))
+    return Stores.from_env(data_dir, storage, tracking_uri, experiment)
 
 
 def load_settings(stage: str, config=None, overrides: dict | None = None, sets: list[str] | None = None):
@@ -178,7 +172,7 @@ class Project:
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         at = table.columns.get_loc("best_val_accuracy")
         table.insert(at, "value", [trials[n].value for n in table["trial"]])
-        table["mlflow_run_id"] = [trials[n].user_attrs.get(names.RUN_ATTR) for n in table["trial"]]
+        table[names.RUN_ATTR] = [trials[n].user_attrs.get(names.RUN_ATTR) for n in table["trial"]]
         return table
 
     @_call
@@ -206,11 +200,11 @@ class Project:
         rows = [{"run_id": r.info.run_id, "status": r.info.status, lam: float(r.data.params.get(lam, "nan")),
                  "test_accuracy": r.data.metrics.get("test_accuracy"),
                  "val_accuracy": r.data.metrics.get("val_accuracy"),
-                 **{key: r.data.tags.get(f"{names.TAG_PREFIX}.{key}") for key in ("model_version", "lambda_source")},
+                 **{key: r.data.tags.get(names.tag(key)) for key in FINAL_TAGS},
                  "start_time": pd.Timestamp(r.info.start_time, unit="ms")}
                 for r in self.session.tracker.find_runs(role="final")]
         return pd.DataFrame(rows, columns=["run_id", "status", lam, "test_accuracy", "val_accuracy",
-                                           "model_version", "lambda_source", "start_time"])
+                                           *FINAL_TAGS, "start_time"])
 
     @_call
     def report(self, stages=names.SEARCH_STAGES) -> Report:

@@ -9,7 +9,7 @@ from model.cifar10 import CLASSES
 from model.network import evaluate
 from model.train import DivergedError, train
 from pipeline.errors import UserError
-from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME, SEARCH_STAGES
+from pipeline.names import DIGEST_ATTR, LAMBDA, MODEL_ALIAS, MODEL_NAME, MODEL_VERSION_TAG, SEARCH_STAGES
 from pipeline.search.confirm import chosen_settings
 from pipeline.search.objective import data_params
 from pipeline.search.results import best_trial, trial_settings
@@ -41,7 +41,7 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
     lam = settings.lam
     run = TrackedRun(
         session.tracker, name, what=name, values=f"λ = {lam:.3g}", steps=settings.total_steps,
-        tags={"stage": name, "role": role, "config_digest": cfg.digest(), "data_digest": data.digest, **(tags or {})},
+        tags={"stage": name, "role": role, DIGEST_ATTR: cfg.digest(), "data_digest": data.digest, **(tags or {})},
         params=cfg.flat() | ({f"log10_{LAMBDA}": math.log10(lam)} if lam > 0 else {}) | data_params(data) | {
             LAMBDA: lam, "code_version": code_version(), "config": cfg.source},
         data=DataInput(data, cfg.data.val_fold, session.data_origin), terminal=session.terminal,
@@ -58,7 +58,7 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
             if register:
                 version = registry.register(session.tracker, run.run_id, result.params, data, CLASSES,
                                             f"{name} run {run.run_id}", settings.tta_flip)
-                session.tracker.set_tags(run.run_id, {"model_version": version})
+                session.tracker.set_tags(run.run_id, {MODEL_VERSION_TAG: version})
     except DivergedError as e:
         raise UserError(f"{name}: {e}") from None
     session.terminal.trial_end(name, "COMPLETE", result.final(), 1, 1, None)

@@ -10,14 +10,12 @@ import optuna
 
 from model.cifar10 import Dataset
 from model.train import DivergedError, train
-from pipeline.names import OBJECTIVE, RUN_ATTR
+from pipeline.names import N_VAL_ATTR, OBJECTIVE, RUN_ATTR, SETTINGS_ATTR, TRIAL_TAG
 from pipeline.settings.config import Settings
 from pipeline.tracking.data_input import DataInput
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.tracker import Tracker
 from pipeline.workers.ownership import claim_slot, owner
-
-SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
 
 
 def data_params(data: Dataset) -> dict:
@@ -61,7 +59,7 @@ class Objective:
         trial.set_user_attr(SETTINGS_ATTR, values)
         cfg = s.cfg.replace(values)
         data = s.dataset(cfg)
-        trial.set_user_attr("n_val", len(data.y_val))
+        trial.set_user_attr(N_VAL_ATTR, len(data.y_val))
         settings = cfg.train_settings()
         trial.set_user_attr("steps_total", settings.total_steps)  # with steps_trained: the compute pruning saved
         run = self.tracked_run(trial, cfg, values, settings.total_steps, DataInput(data, cfg.data.val_fold,
@@ -86,7 +84,7 @@ class Objective:
         logs = {f"log10_{key.partition('.')[2]}": math.log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
             s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=describe(values),
-            steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},
+            steps=steps, tags={"study": s.study_name, "stage": s.name, TRIAL_TAG: trial.number, "role": "trial"},
             params=cfg.flat() | s.params | data_params(data.data) | named | logs | {"trial": trial.number}, data=data,
             parent_run_id=s.parent_run_id, terminal=s.terminal, outcomes=(optuna.TrialPruned,),
         )

@@ -8,7 +8,18 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import UserError
-from pipeline.names import LAMBDA, OBJECTIVE, PARENT_ATTR, SEARCH_STAGES
+from pipeline.names import (
+    LAMBDA,
+    N_VAL_ATTR,
+    NOTE_TAG,
+    OBJECTIVE,
+    PARENT_ATTR,
+    PARENT_RUN_TAG,
+    SEARCH_STAGES,
+    SPACE_ATTR,
+    TRIAL_TAG,
+    tag,
+)
 from pipeline.search.objective import Objective, Stage, data_params
 from pipeline.search.results import (
     StageSummary,
@@ -24,10 +35,8 @@ from pipeline.session import Session
 from pipeline.settings import space
 from pipeline.settings.config import Settings
 from pipeline.tracking import plots
-from pipeline.tracking.tracker import NOTE, code_version
-from pipeline.workers.ownership import SurplusTrial, recover_orphans, tally, wait_until_settled
-
-SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
+from pipeline.tracking.tracker import code_version
+from pipeline.workers.ownership import SurplusTrial, is_surplus, recover_orphans, tally, wait_until_settled
 
 
 def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
@@ -143,7 +152,7 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
         params |= data_params(session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold))
     if new_parent:
         tracker.log_params(parent, cfg.flat() | params | stage_params | session.stores.heartbeat_params())
-    tracker.set_tags(parent, {"n_trials": n, NOTE: f"{stage} stage of {session.experiment}: {n} trials"})
+    tracker.set_tags(parent, {"n_trials": n, NOTE_TAG: f"{stage} stage of {session.experiment}: {n} trials"})
     study.set_user_attr("n_trials", n)  # the target the next stage checks against
     recover_orphans(study)
     close_orphan_runs(session, study, parent)
@@ -178,7 +187,7 @@ def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int, refi
 
 def _announce(session: Session, stage: str, n: int):
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.user_attrs.get("surplus"):
+        if is_surplus(trial):
             return
         best = best_of(study)
         state, value = trial.state.name, trial.value
@@ -219,7 +228,7 @@ def ensure_parent_run(session: Session, study: optuna.Study, stage: str) -> tupl
         found = _oldest(runs)
         for loser in {r.info.run_id for r in runs} - {found}:
             for child in tracker.children(loser):
-                tracker.set_tags(child.info.run_id, {"mlflow.parentRunId": found})
+                tracker.set_tags(child.info.run_id, {PARENT_RUN_TAG: found})
             tracker.delete_run(loser)  # deleting twice (the other worker too) is no error
     study.set_user_attr(PARENT_ATTR, found)
     return found, found == mine
@@ -233,7 +242,7 @@ def close_orphan_runs(session: Session, study: optuna.Study, parent_run_id: str)
     """Runs still RUNNING whose trial is over (its process died): KILLED, with the reason."""
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     for run in session.tracker.children(parent_run_id, status="RUNNING"):
-        number = int(run.data.tags.get("hpsearch.trial", -1))
+        number = int(run.data.tags.get(tag(TRIAL_TAG), -1))
         if states.get(number) not in (None, TrialState.RUNNING):
             session.tracker.set_tags(run.info.run_id, {"state": "FAIL", "reason": "its process died (found by a "
                                                        "later run)"})
@@ -258,7 +267,7 @@ def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str,
             points = {s: lambda_points(session.load_study(s)) for s in SEARCH_STAGES[: SEARCH_STAGES.index(stage) + 1]}
             fine_range = (searched["train.lambda"].low, searched["train.lambda"].high) if stage == "fine" else None
             figure = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: " + " and ".join(points), fine_range,
-                                              best.user_attrs.get("n_val") if best else None)
+                                              best.user_attrs.get(N_VAL_ATTR) if best else None)
             tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
         if len(searched) > 1:
             tracker.log_figure(parent, plots.parallel_coordinates(study, searched), "parallel_coordinates.png")

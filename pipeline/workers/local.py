@@ -18,10 +18,10 @@ import subprocess
 import sys
 
 from pipeline.errors import UserError
+from pipeline.names import GATE_ENV
 from pipeline.session import Stores
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-GATE = "HPSEARCH_WORKER_GATE"  # set for the workers `workers` starts: they wait for its go on their stdin
 
 
 def default_jobs() -> int:
@@ -35,14 +35,7 @@ def threads_each(jobs: int) -> int:
 
 
 def worker_env(stores: Stores, jobs: int) -> dict[str, str]:
-    env = dict(os.environ) | dict.fromkeys(THREAD_VARS, str(threads_each(jobs)))
-    env |= {"HPSEARCH_STORAGE": stores.storage_url, "HPSEARCH_EXPERIMENT": stores.experiment,
-            "HPSEARCH_HEARTBEAT_S": str(stores.heartbeat_s), "HPSEARCH_GRACE_S": str(stores.grace_s)}
-    if stores.data_dir is not None:
-        env["HPSEARCH_DATA"] = str(stores.data_dir)
-    if stores.tracking_uri is not None:
-        env["MLFLOW_TRACKING_URI"] = stores.tracking_uri
-    return env
+    return dict(os.environ) | dict.fromkeys(THREAD_VARS, str(threads_each(jobs))) | stores.to_env()
 
 
 @contextlib.contextmanager
@@ -69,7 +62,7 @@ def workers(stores: Stores, args: list[str], jobs: int, check=lambda: None):
         check()
         yield
         return
-    env = worker_env(stores, jobs) | {GATE: "1"}
+    env = worker_env(stores, jobs) | {GATE_ENV: "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
                               stdin=subprocess.PIPE, start_new_session=True) for _ in range(jobs - 1)]
     try:
@@ -104,7 +97,7 @@ def _release(procs: list[subprocess.Popen], word: bytes) -> None:
 def await_go() -> None:
     """In a worker that `workers` started: load the heavy libraries, then wait for the starter's go (its
     stores check passed); without it (the check refused, or the starter died), exit quietly."""
-    if os.environ.get(GATE) != "1":
+    if os.environ.get(GATE_ENV) != "1":
         return
     import mlflow.tracking  # noqa: F401 - the start-up that overlaps the starter's check
     import optuna  # noqa: F401

@@ -23,11 +23,11 @@ from pipeline.search.confirm import racing, report
 from pipeline.search.confirm.candidates import Candidate, choose_candidates, near
 from pipeline.search.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
 from pipeline.search.confirm.racing import Decision, Training, decide, plan
-from pipeline.search.results import trial_settings
+from pipeline.search.results import DEFAULT_N_VAL, n_val_of, trial_settings
 from pipeline.search.stages import open_study, settle, settled_study, start_stage
 from pipeline.session import Session
 from pipeline.settings.config import ConfirmSection, Settings
-from pipeline.workers.ownership import FINISHED, LIVE, claim_enqueued, tally
+from pipeline.workers.ownership import FINISHED, LIVE, claim_enqueued, is_surplus, tally
 
 STAGE = "confirm"
 CANDIDATES_ATTR, CHOSEN_ATTR, FOLDS_ATTR, PLAN_ATTR = "candidates", "chosen", "folds", "plan"
@@ -177,12 +177,12 @@ def stored(study: optuna.Study, cands: list[Candidate], seed0: int) -> list[Trai
         i = t.user_attrs.get(CANDIDATE_ATTR)
         if i is None:  # a trial of an earlier confirm stage: its candidate by its settings
             i = next((j for j, c in enumerate(cands) if near(settings, c.settings, 0.0)), None)
-        if i is None or t.user_attrs.get("surplus"):
+        if i is None or is_surplus(t):
             continue
         r = t.user_attrs.get(ROUND_ATTR, seed - seed0)
         ok = t.state == optuna.trial.TrialState.COMPLETE
         bits = t.user_attrs.get(CORRECT_ATTR)
-        correct = decode(bits, t.user_attrs.get("n_val", 5000)) if ok and bits else None
+        correct = decode(bits, n_val_of(t)) if ok and bits else None
         out.append(Training(i, r, t.value if ok else math.nan, correct))
     return out
 
@@ -192,7 +192,7 @@ def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candi
     """The scores; once complete, the choice is recorded in the study (the same by whichever worker records it),
     and with `close` the stage run gets the table, the figure and decision.md."""
     trainings = stored(study, cands, seed0)
-    n_val = next((t.user_attrs.get("n_val", 5000) for t in study.get_trials(deepcopy=False)), 5000)
+    n_val = next((n_val_of(t) for t in study.get_trials(deepcopy=False)), DEFAULT_N_VAL)
     decision = decide(cands, trainings, c.select, c, n_val)
     complete = tally(study).running == 0 and racing.complete(len(cands), c, trainings)
     if complete and decision.chosen is not None and CHOSEN_ATTR not in study.user_attrs:
