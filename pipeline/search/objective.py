@@ -27,8 +27,8 @@ def data_params(data: Dataset) -> dict:
 
 
 @dataclass
-class Stage:
-    """What every trial of one stage shares."""
+class TrialContext:
+    """What every trial of one stage shares: its settings, data, tracker, stage run and suggestions."""
 
     name: str
     study_name: str
@@ -47,11 +47,11 @@ class Stage:
 class Objective:
     """Callable objective: the final validation accuracy of a training with the suggested values."""
 
-    def __init__(self, stage: Stage):
-        self.stage = stage
+    def __init__(self, context: TrialContext):
+        self.context = context
 
     def __call__(self, trial: optuna.Trial) -> float:
-        s = self.stage
+        s = self.context
         claim_slot(trial, s.cfg.search.n_trials)
         for key, value in (owner() | {"stage": s.name}).items():
             trial.set_user_attr(key, value)
@@ -79,7 +79,7 @@ class Objective:
         return run.final_val_accuracy
 
     def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: DataInput) -> TrackedRun:
-        s = self.stage
+        s = self.context
         named = {key.partition(".")[2]: value for key, value in values.items()}
         logs = {f"log10_{key.partition('.')[2]}": math.log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
@@ -92,7 +92,7 @@ class Objective:
         return run
 
     def on_checkpoint(self, trial: optuna.Trial, run: TrackedRun, settings):
-        prune = self.stage.cfg.search.pruning != "none"
+        prune = self.context.cfg.search.pruning != "none"
         cycle = 2 * settings.n_s  # the pruner judges only at ends of cycles; asking elsewhere costs a storage read
 
         def report(step: int, metrics: dict) -> None:
@@ -100,7 +100,7 @@ class Objective:
             trial.report(metrics[OBJECTIVE], step)
             if prune and step % cycle == 0 and step < settings.total_steps and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}: val acc {metrics[OBJECTIVE]:.4f} "
-                                         f"(by the {self.stage.cfg.search.pruning} pruner)")
+                                         f"(by the {self.context.cfg.search.pruning} pruner)")
 
         return report
 

@@ -57,7 +57,7 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
             used = sum(t.user_attrs.get("steps_trained", 0) for t in measured)
             out |= {"steps_trained": float(used), "compute_saved": 1 - used / full}
     if done:
-        best = best_of(study)
+        best = best_completed(study)
         out |= {"best_val_accuracy": best.value, "median_val_accuracy": statistics.median(t.value for t in done)}
         if LAMBDA in best.params:
             out["best_lambda"] = best.params[LAMBDA]
@@ -68,7 +68,7 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def best_of(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+def best_completed(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The completed trial with the highest value; the lower number wins a tie."""
     return max(completed(study), key=lambda t: (t.value, -t.number), default=None)
 

@@ -20,10 +20,10 @@ from pipeline.names import (
     TRIAL_TAG,
     tag,
 )
-from pipeline.search.objective import Objective, Stage, data_params
+from pipeline.search.objective import Objective, TrialContext, data_params
 from pipeline.search.results import (
     StageSummary,
-    best_of,
+    best_completed,
     completed,
     lambda_points,
     stage_metrics,
@@ -55,18 +55,18 @@ def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
                                              searched, close))
 
 
-def settle(session: Session, study: optuna.Study, stage: Stage, n: int, finish, refill=lambda: None):
+def settle(session: Session, study: optuna.Study, context: TrialContext, n: int, finish, refill=lambda: None):
     """Run trials until the study holds n finished ones, counting those other workers run; then wait until theirs
     settle, taking over from a worker that died. `finish(close)` summarises the stage; the worker that completes
     the stage closes its run (close=True), the others only read. `refill` re-enqueues what a dead worker held."""
     while True:
-        run_trials(session, study, stage, n, refill)
-        close_orphan_runs(session, study, stage.parent_run_id)  # Optuna fails stale trials as each trial starts too
+        run_trials(session, study, context, n, refill)
+        close_orphan_runs(session, study, context.parent_run_id)  # Optuna fails stale trials as each trial starts too
         result = finish(True)
         if result.complete:
             return result
         wait_until_settled(study, session.terminal.say, n=n,
-                           on_failed=lambda _: close_orphan_runs(session, study, stage.parent_run_id))
+                           on_failed=lambda _: close_orphan_runs(session, study, context.parent_run_id))
         if tally(study).finished >= n:
             return finish(False)
 
@@ -140,7 +140,7 @@ def record_space(study: optuna.Study, searched: space.Space, source: dict) -> No
 
 
 def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings, suggest, log_scale: frozenset,
-                stage_params: dict) -> Stage:
+                stage_params: dict) -> TrialContext:
     """The data, the stage's parent run (found or created once) and what every trial shares. A stage that
     other workers completed needs no data: it is not loaded."""
     tracker = session.tracker
@@ -161,27 +161,28 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     def dataset(c: Settings):  # a trial's data by its settings: confirm's seeds validate on their own blocks
         return session.dataset(c.data.split, c.data.val_size, c.data.val_fold, c.data.whitening)
 
-    return Stage(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale, params,
-                 session.data_origin)
+    return TrialContext(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale,
+                        params, session.data_origin)
 
 
-def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int, refill=lambda: None) -> None:
+def run_trials(session: Session, study: optuna.Study, context: TrialContext, n: int, refill=lambda: None) -> None:
     """Until the study holds n finished trials, counting those other workers are running. `refill` enqueues
     the values a stage of enqueued trials still lacks."""
-    objective = Objective(stage)
+    objective = Objective(context)
     try:
         while True:
             done = tally(study)
-            session.terminal.stage(stage.name, n, min(done.finished, n))
+            session.terminal.stage(context.name, n, min(done.finished, n))
             if done.finished + done.running >= n:
                 break
             refill()
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[_announce(session, stage.name, n)])
+            announce = _announce(session, context.name, n)
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[announce])
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
-        stage.tracker.set_status(stage.parent_run_id, "KILLED")
+        context.tracker.set_status(context.parent_run_id, "KILLED")
         raise
     except Exception:
-        stage.tracker.set_status(stage.parent_run_id, "FAILED")
+        context.tracker.set_status(context.parent_run_id, "FAILED")
         raise
 
 
@@ -189,7 +190,7 @@ def _announce(session: Session, stage: str, n: int):
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if is_surplus(trial):
             return
-        best = best_of(study)
+        best = best_completed(study)
         state, value = trial.state.name, trial.value
         if trial.state == TrialState.PRUNED:  # its value is only the last report: show why instead
             state, value = f"PRUNED ({trial.user_attrs.get('reason', '')})", None
@@ -256,7 +257,7 @@ def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str,
     tracker = session.tracker
     done = tally(study)
     complete = done.finished >= n and done.running == 0
-    best = best_of(study)
+    best = best_completed(study)
     if close and complete and tracker.status(parent) != "FINISHED":  # the worker that finishes the stage closes it
         tracker.log_metrics(parent, stage_metrics(study))
         if best is not None:

@@ -49,7 +49,7 @@ def blas_threads(n: int):
 
 
 @contextlib.contextmanager
-def workers(stores: Stores, args: list[str], jobs: int, check=lambda: None):
+def worker_processes(stores: Stores, args: list[str], jobs: int, check=lambda: None):
     """Start jobs − 1 processes running `python -m pipeline <args>`, then run `check` (opening the stores); the
     body is this process's own share of the work, with its share of the cores. On leaving, wait for the others
     (their progress lines go to our stderr, their output nowhere: this process prints the results). Ctrl-C,
@@ -95,7 +95,7 @@ def _release(procs: list[subprocess.Popen], word: bytes) -> None:
 
 
 def await_go() -> None:
-    """In a worker that `workers` started: load the heavy libraries, then wait for the starter's go (its
+    """In a worker that `worker_processes` started: load the heavy libraries, then wait for the starter's go (its
     stores check passed); without it (the check refused, or the starter died), exit quietly."""
     if os.environ.get(GATE_ENV) != "1":
         return

@@ -67,9 +67,9 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         study.set_user_attr(FOLDS_ATTR, folds)
         study.set_user_attr(PLAN_ATTR, dataclasses.asdict(c) | {"seed": seed0})
         study.set_user_attr(CANDIDATES_ATTR, json.dumps([dataclasses.asdict(x) for x in cands]))
-    stage = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds),
+    context = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds),
                         frozenset({"train.lambda"}), {"confirm.candidates": json.dumps([x.settings for x in cands])})
-    stage = dataclasses.replace(stage, after=record_correctness)
+    context = dataclasses.replace(context, after=record_correctness)
     used, r, result = 0, 0, None
     while batch := next_rounds(r, len(cands), c, stored(study, cands, seed0)):
         used += sum(len(entrants) for _, entrants in batch)
@@ -80,10 +80,10 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
             with session.tracker.lock():  # two workers starting a round enqueue its pairs once
                 enqueue_missing(study, wanted)
 
-        result = settle(session, study, dataclasses.replace(stage, cfg=cfg.replace({"search.n_trials": used})), used,
-                        lambda close: finish(session, study, stage.parent_run_id, cands, c, seed0, close), refill)
+        result = settle(session, study, dataclasses.replace(context, cfg=cfg.replace({"search.n_trials": used})), used,
+                        lambda close: finish(session, study, context.parent_run_id, cands, c, seed0, close), refill)
         r = batch[-1][0] + 1
-    return result or finish(session, study, stage.parent_run_id, cands, c, seed0)
+    return result or finish(session, study, context.parent_run_id, cands, c, seed0)
 
 
 def next_rounds(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[tuple[int, list[int]]]:
@@ -113,15 +113,15 @@ def check_blocks(session: Session, cfg: Settings, rounds: int) -> None:
                           "set confirm.folds = false")
 
 
-def pair(c: Candidate, i: int, r: int, seed0: int, folds: bool) -> tuple[dict, dict]:
+def pair(cand: Candidate, i: int, r: int, seed0: int, folds: bool) -> tuple[dict, dict]:
     """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r."""
-    values = c.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {})
+    values = cand.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {})
     return {k.partition(".")[2]: v for k, v in values.items()}, {ROUND_ATTR: r, CANDIDATE_ATTR: i}
 
 
 def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool):
     """Optuna distributions spanning the candidates, so an enqueued pair's values come back as they are."""
-    columns = {key: [c.settings[key] for c in cands] for key in cands[0].settings}
+    columns = {key: [cand.settings[key] for cand in cands] for key in cands[0].settings}
     columns["train.seed"] = [seed0, seed0 + max(rounds - 1, 0)]
     if folds:
         columns["data.val_fold"] = [0, max(rounds - 1, 0)]
@@ -176,7 +176,7 @@ def stored(study: optuna.Study, cands: list[Candidate], seed0: int) -> list[Trai
         settings.pop("data.val_fold", None)
         i = t.user_attrs.get(CANDIDATE_ATTR)
         if i is None:  # a trial of an earlier confirm stage: its candidate by its settings
-            i = next((j for j, c in enumerate(cands) if near(settings, c.settings, 0.0)), None)
+            i = next((j for j, cand in enumerate(cands) if near(settings, cand.settings, 0.0)), None)
         if i is None or is_surplus(t):
             continue
         r = t.user_attrs.get(ROUND_ATTR, seed - seed0)
