@@ -16,7 +16,8 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import UserError
-from pipeline.final.trainings import RunResult, final_settings, previous_final, train_run
+from pipeline.final.choice import final_settings, previous_final
+from pipeline.final.trainings import RunResult, train_run
 from pipeline.names import (
     DIGEST_ATTR,
     FINAL_STAGE,

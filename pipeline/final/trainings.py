@@ -9,11 +9,8 @@ from model.cifar10 import CLASSES
 from model.network import evaluate
 from model.train import DivergedError, train
 from pipeline.errors import UserError
-from pipeline.names import DIGEST_ATTR, LAMBDA, MODEL_ALIAS, MODEL_NAME, MODEL_VERSION_TAG, SEARCH_STAGES
-from pipeline.search.confirm import chosen_settings
+from pipeline.names import DIGEST_ATTR, LAMBDA, MODEL_ALIAS, MODEL_NAME, MODEL_VERSION_TAG
 from pipeline.search.objective import data_params
-from pipeline.search.results import best_trial, trial_settings
-from pipeline.search.stages import settled_study
 from pipeline.session import Session
 from pipeline.settings.config import Settings
 from pipeline.tracking import registry
@@ -63,33 +60,6 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
         raise UserError(f"{name}: {e}") from None
     session.terminal.trial_end(name, "COMPLETE", result.final(), 1, 1, None)
     return RunResult(run.run_id, name, lam, test["accuracy"], result.final(), version)
-
-
-def final_settings(session: Session, cfg: Settings, lam: float | None, confirmed: bool = True) -> tuple[dict, str]:
-    """What the final trains with, and a line saying where it came from: --lambda if given, else the confirm
-    stage's choice when that stage exists (and `confirmed`), else the searched trial cfg's rule picks."""
-    if lam is not None:
-        if lam < 0:
-            raise UserError(f"--lambda must be ≥ 0; got {lam}")
-        return {"train.lambda": lam}, "--lambda"
-    if confirmed and (choice := chosen_settings(session)) is not None:
-        return choice
-    for stage in SEARCH_STAGES:  # every worker promotes from the same settled trials
-        settled_study(session, stage)
-    best = best_trial(session, cfg.search.select)
-    if best is None:
-        raise UserError("no finished trial in the coarse or fine study: run `hpsearch search coarse` first, "
-                        "or pass --lambda")
-    top = best_trial(session, "best")
-    why = "best" if best is top else f"largest λ within one standard error of the best ({top.value:.4f})"
-    stage = best.user_attrs.get("stage", "search")
-    return trial_settings(best), f"{stage} trial {best.number}, val acc {best.value:.4f}: {why}"
-
-
-def previous_final(session: Session, cfg: Settings):
-    """A finished final run with the same settings (λ included), so `pipeline` reruns don't retrain."""
-    runs = session.tracker.find_runs(role="final", config_digest=cfg.digest())
-    return next((r for r in reversed(runs) if r.info.status == "FINISHED"), None)
 
 
 def model_line(result: RunResult) -> str:
