@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 
 from pipeline.errors import UserError
 from pipeline.names import GATE_ENV
 from pipeline.session import Stores
+from pipeline.workers.groups import stop_groups
 
+STOP_TIMEOUT_S = 60.0  # a worker stopped mid-trial marks its trial FAIL and its run KILLED first
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -78,7 +79,7 @@ def worker_processes(stores: Stores, args: list[str], jobs: int, check=lambda: N
             yield
         codes = [p.wait() for p in procs]
     except BaseException:
-        stop(procs)
+        stop_groups(procs, STOP_TIMEOUT_S)
         raise
     failed = [(i, c) for i, c in enumerate(codes, start=1) if c != 0]
     if failed:
@@ -104,21 +105,3 @@ def await_go() -> None:
 
     if sys.stdin.readline() != "go\n":
         raise SystemExit(0)
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        _signal(p, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            _signal(p, signal.SIGKILL)
-            p.wait()
-
-
-def _signal(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
