@@ -10,11 +10,8 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.names import FINAL_STAGE, LAMBDA, N_VAL_ATTR, RUN_ATTR, SEARCH_STAGES, SETTINGS_ATTR
-from pipeline.settings.config import DataSection
+from pipeline.settings import legacy
 from pipeline.workers.ownership import FINISHED, is_surplus
-
-# The validation images of a trial that does not say (hpsearch 0.1): the default holdout split's.
-DEFAULT_N_VAL = DataSection.val_size
 
 
 @dataclass
@@ -31,14 +28,13 @@ class StageSummary:
 
 
 def trial_settings(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
-    """Setting key -> value a trial trained with (hpsearch 0.1 trials recorded λ alone, as a param)."""
-    return dict(trial.user_attrs.get(SETTINGS_ATTR) or {"train.lambda": trial.params[LAMBDA]})
+    """Setting key -> value a trial trained with."""
+    return dict(trial.user_attrs.get(SETTINGS_ATTR) or legacy.trial_settings(trial))
 
 
 def n_val_of(trial: optuna.trial.FrozenTrial) -> int:
-    """The validation images the trial's accuracy was measured on (hpsearch 0.1 trials did not say: the searches'
-    45k/5k split)."""
-    return trial.user_attrs.get(N_VAL_ATTR, DEFAULT_N_VAL)
+    """The validation images the trial's accuracy was measured on."""
+    return trial.user_attrs.get(N_VAL_ATTR, legacy.N_VAL)
 
 
 def stage_metrics(study: optuna.Study) -> dict[str, float]:

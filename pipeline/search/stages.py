@@ -32,7 +32,7 @@ from pipeline.search.results import (
 )
 from pipeline.search.sampling import make_pruner, make_sampler
 from pipeline.session import Session
-from pipeline.settings import space
+from pipeline.settings import legacy, space
 from pipeline.settings.config import Settings
 from pipeline.tracking import plots
 from pipeline.tracking.tracker import code_version
@@ -79,9 +79,8 @@ def stage_space(session: Session, stage: str, cfg: Settings) -> tuple[space.Spac
     existing = session.load_study("fine")
     if existing is not None and SPACE_ATTR in existing.user_attrs:
         return space.from_json(existing.user_attrs[SPACE_ATTR]), {}
-    if existing is not None and "lambda_min" in existing.user_attrs:  # a fine study of hpsearch 0.1
-        lo, hi = existing.user_attrs["lambda_min"], existing.user_attrs["lambda_max"]
-        return {"train.lambda": space.Dimension("train.lambda", "float", lo, hi, True)}, {}
+    if existing is not None and (old := legacy.fine_space(existing)) is not None:
+        return old, {}
     return fine_space(session, cfg)
 
 
@@ -126,15 +125,12 @@ def settled_study(session: Session, stage: str) -> optuna.Study | None:
 def coarse_space_of(study: optuna.Study) -> space.Space:
     if SPACE_ATTR in study.user_attrs:
         return space.from_json(study.user_attrs[SPACE_ATTR])
-    dist = study.trials[0].distributions[LAMBDA]  # a coarse study of hpsearch 0.1 searched λ alone
-    return {"train.lambda": space.Dimension("train.lambda", "float", dist.low, dist.high, dist.log)}
+    return legacy.coarse_space(study)
 
 
 def record_space(study: optuna.Study, searched: space.Space, source: dict) -> None:
     study.set_user_attr(SPACE_ATTR, space.to_json(searched))
-    if "train.lambda" in searched and searched["train.lambda"].kind == "float":  # as hpsearch 0.1 recorded it
-        study.set_user_attr("lambda_min", searched["train.lambda"].low)
-        study.set_user_attr("lambda_max", searched["train.lambda"].high)
+    legacy.record_lambda_bounds(study, searched)
     for key, value in source.items():
         study.set_user_attr(key, value)
 

@@ -23,9 +23,10 @@ from pipeline.search.confirm import racing, report
 from pipeline.search.confirm.candidates import Candidate, choose_candidates, near
 from pipeline.search.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
 from pipeline.search.confirm.racing import Decision, Training, decide, plan
-from pipeline.search.results import DEFAULT_N_VAL, n_val_of, trial_settings
+from pipeline.search.results import n_val_of, trial_settings
 from pipeline.search.stages import open_study, settle, settled_study, start_stage
 from pipeline.session import Session
+from pipeline.settings import legacy
 from pipeline.settings.config import ConfirmSection, Settings
 from pipeline.workers.ownership import FINISHED, LIVE, claim_enqueued, is_surplus, tally
 
@@ -192,7 +193,7 @@ def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candi
     """The scores; once complete, the choice is recorded in the study (the same by whichever worker records it),
     and with `close` the stage run gets the table, the figure and decision.md."""
     trainings = stored(study, cands, seed0)
-    n_val = next((n_val_of(t) for t in study.get_trials(deepcopy=False)), DEFAULT_N_VAL)
+    n_val = next((n_val_of(t) for t in study.get_trials(deepcopy=False)), legacy.N_VAL)
     decision = decide(cands, trainings, c.select, c, n_val)
     complete = tally(study).running == 0 and racing.complete(len(cands), c, trainings)
     if complete and decision.chosen is not None and CHOSEN_ATTR not in study.user_attrs:
