@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.names import SURPLUS_ATTR
+from pipeline.workers.groups import reaches
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -78,12 +79,8 @@ def _owner(pid: int) -> dict:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not reaches(os.kill, pid):
         return False
-    except PermissionError:
-        return True
     fields = _stat(pid)  # a killed child that nobody reaped yet is a zombie: dead for our purpose
     return fields is None or fields[0] != "Z"
 
