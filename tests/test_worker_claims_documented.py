@@ -33,7 +33,7 @@ def test_pipeline_without_jobs_starts_one_worker_per_core(project, monkeypatch):
         raise Started
 
     monkeypatch.setattr(local.os, "cpu_count", lambda: 3)
-    monkeypatch.setattr(local, "workers", workers)
+    monkeypatch.setattr(local, "worker_processes", workers)
     hpsearch("pipeline", code=1)
     hpsearch("pipeline", "--jobs", "2", code=1)
     assert asked == [3, 2]
@@ -68,7 +68,7 @@ def test_the_final_trains_with_every_core(project, cifar_dir, monkeypatch):
 def test_a_jobs_worker_that_exits_non_zero_is_reported(project):
     from pipeline.errors import UserError
     from pipeline.session import Stores
-    from pipeline.workers.local import workers
+    from pipeline.workers.local import worker_processes as workers
 
     with pytest.raises(UserError, match=r"worker 1 of 2 exited with code 2 \(its error line is above\)"):
         with workers(Stores(), ["search", "no-such-stage"], 2):
@@ -77,7 +77,7 @@ def test_a_jobs_worker_that_exits_non_zero_is_reported(project):
 
 def test_ctrl_c_with_jobs_stops_the_other_workers(project):
     from pipeline.session import Stores
-    from pipeline.workers.local import workers
+    from pipeline.workers.local import worker_processes as workers
 
     with pytest.raises(KeyboardInterrupt), workers(Stores(), ["search", "coarse", "--set", "train.n_s=200000"], 3):
         deadline = time.monotonic() + 60

@@ -16,16 +16,25 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import UserError
-from pipeline.final.trainings import RunResult, final_settings, previous_final, train_run
-from pipeline.names import FINAL_STAGE, REASON_ATTR, RUN_ATTR, TAG_PREFIX
+from pipeline.final.choice import final_settings, previous_final
+from pipeline.final.trainings import RunResult, train_run
+from pipeline.names import (
+    DIGEST_ATTR,
+    FINAL_STAGE,
+    FINAL_TRIAL_TAG,
+    LAMBDA_SOURCE_TAG,
+    MODEL_VERSION_TAG,
+    REASON_ATTR,
+    RUN_ATTR,
+    SETTINGS_ATTR,
+    tag,
+)
 from pipeline.search.objective import describe
 from pipeline.session import Session
 from pipeline.settings.config import Settings
 from pipeline.workers import Closer, SurplusTrial, claim, wait_until_settled
 from pipeline.workers.local import blas_threads
 
-DIGEST_ATTR = "config_digest"
-TRIAL_TAG = "final_trial"  # the final run's tag naming its claim, so a dead claimer's run can be closed
 INTERRUPTED = "interrupted"  # a reason that lets another worker take the final over
 
 
@@ -38,11 +47,12 @@ def train_final(session: Session, cfg: Settings, lam: float | None = None, force
     if not force and (run := previous_final(session, cfg)) is not None:
         m = run.data.metrics
         return RunResult(run.info.run_id, "final", cfg.train.lam, m.get("test_accuracy", math.nan),
-                         m.get("val_accuracy", math.nan), run.data.tags.get("hpsearch.model_version"), reused=True)
+                         m.get("val_accuracy", math.nan), run.data.tags.get(tag(MODEL_VERSION_TAG)), reused=True)
     study = optuna.create_study(study_name=session.study_name(FINAL_STAGE), storage=session.storage,
                                 direction="maximize", load_if_exists=True)
     claimer = Claim(session, cfg, values, source, first=len(study.get_trials(deepcopy=False)) if force else 0)
-    close = Closer(session.tracker, study, lambda: session.tracker.find_runs(role="final"), TRIAL_TAG, adopt=False)
+    close = Closer(session.tracker, study, lambda: session.tracker.find_runs(role="final"), FINAL_TRIAL_TAG,
+                   adopt=False)
     said = set()
     while True:
         ours = [t for t in study.get_trials(deepcopy=False) if t.number >= claimer.first
@@ -76,7 +86,7 @@ class Claim:
     def __call__(self, trial: optuna.Trial) -> float:
         digest = self.cfg.digest()
         trial.set_user_attr(DIGEST_ATTR, digest)
-        trial.set_user_attr("settings", self.values)
+        trial.set_user_attr(SETTINGS_ATTR, self.values)
         claim(trial, f"final {digest}", since=self.first)
         try:
             result = self.adopted(trial) or self.train(trial)
@@ -84,7 +94,7 @@ class Claim:
             trial.set_user_attr(REASON_ATTR, INTERRUPTED if isinstance(e, KeyboardInterrupt) else f"{e}"[:300])
             raise
         for key, value in {RUN_ATTR: result.run_id, "test_accuracy": result.test_accuracy, "lambda": result.lam,
-                           "model_version": str(result.model_version)}.items():
+                           MODEL_VERSION_TAG: str(result.model_version)}.items():
             trial.set_user_attr(key, value)
         return result.val_accuracy
 
@@ -92,20 +102,20 @@ class Claim:
         self.session.terminal.say(f"final training with {describe(self.values)} ({self.source})")
         with blas_threads(os.cpu_count() or 1):  # the other workers wait: the final takes every core
             return train_run(self.session, self.cfg, "final", role="final", register=True,
-                             tags={"lambda_source": self.source, TRIAL_TAG: trial.number})
+                             tags={LAMBDA_SOURCE_TAG: self.source, FINAL_TRIAL_TAG: trial.number})
 
     def adopted(self, trial: optuna.Trial) -> RunResult | None:
         """The FINISHED run of a claim killed before Optuna was told (its model registered): its result."""
         run = previous_final(self.session, self.cfg)
-        if run is None or int(run.data.tags.get(f"{TAG_PREFIX}.{TRIAL_TAG}", -1)) < self.first:
+        if run is None or int(run.data.tags.get(tag(FINAL_TRIAL_TAG), -1)) < self.first:
             return None
         self.session.terminal.say(f"final: adopts the finished run {run.info.run_id}, whose worker was killed before "
                                   "its result was stored")
         m = run.data.metrics
         return RunResult(run.info.run_id, "final", self.cfg.train.lam, m.get("test_accuracy", math.nan),
-                         m.get("val_accuracy", math.nan), run.data.tags.get(f"{TAG_PREFIX}.model_version"))
+                         m.get("val_accuracy", math.nan), run.data.tags.get(tag(MODEL_VERSION_TAG)))
 
 
 def result_of(trial: optuna.trial.FrozenTrial, lam: float) -> RunResult:
     a = trial.user_attrs
-    return RunResult(a[RUN_ATTR], "final", a.get("lambda", lam), a["test_accuracy"], trial.value, a["model_version"])
+    return RunResult(a[RUN_ATTR], "final", a.get("lambda", lam), a["test_accuracy"], trial.value, a[MODEL_VERSION_TAG])

@@ -10,15 +10,23 @@ import optuna
 
 from model.cifar10 import Dataset
 from model.train import DivergedError, train
-from pipeline.names import ADOPT_ATTR, CLAIM_ATTR, OBJECTIVE, REASON_ATTR, RUN_ATTR, TAG_PREFIX
+from pipeline.names import (
+    ADOPT_ATTR,
+    CLAIM_ATTR,
+    N_VAL_ATTR,
+    OBJECTIVE,
+    REASON_ATTR,
+    RUN_ATTR,
+    SETTINGS_ATTR,
+    TRIAL_TAG,
+    tag,
+)
 from pipeline.settings.config import Settings
 from pipeline.tracking.data_input import DataInput
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.tracker import Tracker
 from pipeline.workers import claim, fault, hand_over, slot_key
 from pipeline.workers.closer import RESULTS
-
-SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
 
 
 def data_params(data: Dataset) -> dict:
@@ -30,8 +38,8 @@ def data_params(data: Dataset) -> dict:
 
 
 @dataclass
-class Stage:
-    """What every trial of one stage shares."""
+class TrialContext:
+    """What every trial of one stage shares: its settings, data, tracker, stage run and suggestions."""
 
     name: str
     study_name: str
@@ -51,11 +59,11 @@ class Stage:
 class Objective:
     """Callable objective: the final validation accuracy of a training with the suggested values."""
 
-    def __init__(self, stage: Stage):
-        self.stage = stage
+    def __init__(self, context: TrialContext):
+        self.context = context
 
     def __call__(self, trial: optuna.Trial) -> float:
-        s = self.stage
+        s = self.context
         key = trial.user_attrs.get(CLAIM_ATTR)  # an enqueued trial (a confirm pair, an adoption) brings its key
         if key is None and not s.enqueued:
             key = slot_key(trial.study, trial.number, s.cfg.search.n_trials)
@@ -67,7 +75,7 @@ class Objective:
         trial.set_user_attr(SETTINGS_ATTR, values)
         cfg = s.cfg.replace(values)
         data = s.dataset(cfg)
-        trial.set_user_attr("n_val", len(data.y_val))
+        trial.set_user_attr(N_VAL_ATTR, len(data.y_val))
         settings = cfg.train_settings()
         trial.set_user_attr("steps_total", settings.total_steps)  # with steps_trained: the compute pruning saved
         run = self.tracked_run(trial, cfg, values, settings.total_steps, DataInput(data, cfg.data.val_fold,
@@ -95,24 +103,24 @@ class Objective:
 
     def adopt(self, trial: optuna.Trial) -> float:
         """Take over the FINISHED run of a trial killed before Optuna was told: its result, without training."""
-        s, run_id, dead = self.stage, trial.user_attrs[RUN_ATTR], trial.user_attrs[ADOPT_ATTR]
+        s, run_id, dead = self.context, trial.user_attrs[RUN_ATTR], trial.user_attrs[ADOPT_ATTR]
         run = s.tracker.client.get_run(run_id)
-        s.tracker.set_tags(run_id, {"trial": trial.number, "adopted_from": dead})
+        s.tracker.set_tags(run_id, {TRIAL_TAG: trial.number, ADOPT_ATTR: dead})
         s.terminal.say(f"{s.name}-{trial.number}: adopts the finished run {run_id} of trial {dead}, killed before "
                        "its result was stored")
-        if run.data.tags.get(f"{TAG_PREFIX}.state") == RESULTS[1]:
-            reason = run.data.tags.get(f"{TAG_PREFIX}.reason", "")
+        if run.data.tags.get(tag("state")) == RESULTS[1]:
+            reason = run.data.tags.get(tag("reason"), "")
             trial.set_user_attr(REASON_ATTR, reason)
             raise optuna.TrialPruned(reason)
         return run.data.metrics[OBJECTIVE]
 
     def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: DataInput) -> TrackedRun:
-        s = self.stage
+        s = self.context
         named = {key.partition(".")[2]: value for key, value in values.items()}
         logs = {f"log10_{key.partition('.')[2]}": math.log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
             s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=describe(values),
-            steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},
+            steps=steps, tags={"study": s.study_name, "stage": s.name, TRIAL_TAG: trial.number, "role": "trial"},
             params=cfg.flat() | s.params | data_params(data.data) | named | logs | {"trial": trial.number}, data=data,
             parent_run_id=s.parent_run_id, terminal=s.terminal, outcomes=(optuna.TrialPruned,),
         )
@@ -120,7 +128,7 @@ class Objective:
         return run
 
     def on_checkpoint(self, trial: optuna.Trial, run: TrackedRun, settings):
-        prune = self.stage.cfg.search.pruning != "none"
+        prune = self.context.cfg.search.pruning != "none"
         cycle = 2 * settings.n_s  # the pruner judges only at ends of cycles; asking elsewhere costs a storage read
 
         def report(step: int, metrics: dict) -> None:
@@ -129,7 +137,7 @@ class Objective:
             trial.report(metrics[OBJECTIVE], step)
             if prune and step % cycle == 0 and step < settings.total_steps and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}: val acc {metrics[OBJECTIVE]:.4f} "
-                                         f"(by the {self.stage.cfg.search.pruning} pruner)")
+                                         f"(by the {self.context.cfg.search.pruning} pruner)")
 
         return report
 

@@ -19,6 +19,11 @@ LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.W
 SLOT = "slot "
 
 
+def is_surplus(trial: optuna.trial.FrozenTrial) -> bool:
+    """The trial yielded to an earlier live one (SurplusTrial) and trained nothing."""
+    return bool(trial.user_attrs.get(SURPLUS_ATTR))
+
+
 class SurplusTrial(Exception):
     """Another live trial holds this trial's key: it yields."""
 

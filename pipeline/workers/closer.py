@@ -14,7 +14,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import ADOPT_ATTR, CLAIM_ATTR, OWNER_ATTRS, REASON_ATTR, RUN_ATTR, SURPLUS_ATTR, TAG_PREFIX
+from pipeline.names import ADOPT_ATTR, CLAIM_ATTR, OWNER_ATTRS, REASON_ATTR, RUN_ATTR, SURPLUS_ATTR, TRIAL_TAG, tag
 from pipeline.workers.claim import LIVE
 
 DIED = "its process died (found by another worker)"  # the one wording of a run closed by another worker
@@ -27,7 +27,7 @@ def close_dead_run(tracker, run_id: str) -> None:
 
 
 def has_result(run) -> bool:
-    return run.info.status == "FINISHED" and run.data.tags.get(f"{TAG_PREFIX}.state") in RESULTS
+    return run.info.status == "FINISHED" and run.data.tags.get(tag("state")) in RESULTS
 
 
 class Closer:
@@ -35,10 +35,10 @@ class Closer:
     run's trial number; `adopt` says whether FINISHED runs of dead trials are handed over (stage trials) or not
     (the final, which finds its FINISHED run by its settings)."""
 
-    def __init__(self, tracker, study: optuna.Study, runs: Callable[[], list], number_tag: str = "trial",
+    def __init__(self, tracker, study: optuna.Study, runs: Callable[[], list], number_tag: str = TRIAL_TAG,
                  adopt: bool = True):
         self.tracker, self.study, self.runs, self.adopt = tracker, study, runs, adopt
-        self.number_tag = f"{TAG_PREFIX}.{number_tag}"
+        self.number_tag = tag(number_tag)
         self.settled: set[str] = set()  # runs seen closed for good: never looked up again
 
     def before_fail(self, trial: optuna.trial.FrozenTrial) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 
 from pipeline.names import OWNER_ATTRS
+from pipeline.workers.groups import reaches
 
 HOST, NAMESPACE, PID, INSTANCE = OWNER_ATTRS
 ORPHAN_AGE_S = 120  # a RUNNING trial without an owner, seen this long, was killed before it said who ran it
@@ -70,12 +71,8 @@ def record_owner(trial: optuna.Trial) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not reaches(os.kill, pid):
         return False
-    except PermissionError:
-        return True
     fields = _stat(pid)  # a killed child that nobody reaped yet is a zombie: dead for our purpose
     return fields is None or fields[0] != "Z"
 
