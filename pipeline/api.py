@@ -118,6 +118,7 @@ def _call(method):
 class Report:
     tables: dict  # stage -> its trial table (a DataFrame)
     json: dict  # what `hpsearch report --json` prints
+    importance: dict  # stage -> Project.importance(stage)
 
 
 class Project:
@@ -216,6 +217,15 @@ class Project:
         return table
 
     @_call
+    def importance(self, stage: str):
+        """Which searched settings mattered in a stage, computed now from its completed trials (PED-ANOVA): one row
+        per setting, most important first; for fine, a second column over the coarse and fine trials together.
+        Searching one setting, or with fewer than 4 completed trials, the table is empty (.attrs["note"] says why)."""
+        from pipeline.importance import importance_of
+
+        return importance_of(self.session, stage, self._study(stage))
+
+    @_call
     def candidates(self):
         """The confirm stage's candidates with their mean ± SE over seeds and the chosen one, as its stage run
         recorded them (candidates.csv) when the stage completed."""
@@ -251,10 +261,15 @@ class Project:
         """Each named stage's trial table and `hpsearch report --json`'s document."""
         from pipeline.results import report_json, stage_tables
 
+        from pipeline.importance import importance_of
+
         tables = stage_tables(self.session, stages)
         if not tables:
             raise UserError(f"no search study in {self.session.shown_storage}; run `hpsearch search coarse` first")
-        return Report(tables, report_json(self.session, tables))
+        ranked = {stage: importance_of(self.session, stage, self._study(stage)) for stage in tables}
+        doc = report_json(self.session, tables) | {"importance": {
+            stage: frame.attrs.get("note") or frame.to_dict(orient="records") for stage, frame in ranked.items()}}
+        return Report(tables, doc, ranked)
 
     # ---- the champion -------------------------------------------------------------------------------
     @_call

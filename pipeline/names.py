@@ -28,6 +28,12 @@ OBJECTIVE = "val_accuracy"  # the metric every study maximises (its name in Optu
 TAG_PREFIX = "hpsearch"  # our MLflow tags: hpsearch.study, hpsearch.stage, hpsearch.role, hpsearch.state, ...
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attr holding its stage run
 RUN_ATTR = "mlflow_run_id"  # the trial's user attr holding its run
+IMPORTED_ATTR = "imported_from"  # a trial's user attr: "<study>/<trial number>" it was copied from (--from-experiment)
+IMPORTANCE_PREFIX = "importance."  # a stage run's metrics: importance.<setting> over its trials (PED-ANOVA)
+IMPORTANCES_BOTH_PREFIX = "importance_coarse_fine."  # the fine run's: over the coarse and fine trials together
+IMPORTANCE_TAG = "importance"  # a stage run's tag (hpsearch.importance) when it searched one setting alone
+STOPPED_TAG = "stopped"  # a stage run's tag (hpsearch.stopped) when --timeout stopped it before it was complete
+DEADLINE_ENV = "HPSEARCH_DEADLINE"  # --timeout as one wall-clock deadline (Unix time) that --jobs workers share
 
 
 FINAL_STAGE = "final"  # the study whose one trial per final setting claims the final training

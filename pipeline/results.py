@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import FINAL_STAGE, LAMBDA, RUN_ATTR, SEARCH_STAGES
+from pipeline.names import FINAL_STAGE, IMPORTED_ATTR, LAMBDA, RUN_ATTR, SEARCH_STAGES
 from pipeline.workers import FINISHED
 
 
@@ -24,6 +24,7 @@ class StageSummary:
     space: dict  # setting key -> space.Dimension
     parent_run_id: str
     complete: bool
+    stopped: str | None = None  # why the stage stopped before it was complete ("the --timeout of 60 s")
 
 
 def trial_settings(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
@@ -35,8 +36,8 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
     """What the stage run carries: best and median validation accuracy, best λ, trials, wall time, and the
     compute its pruner used and saved (update steps trained against what full trainings would take)."""
     done = completed(study)
-    trials = [t for t in study.get_trials(deepcopy=False)
-              if t.datetime_start and t.datetime_complete and not t.user_attrs.get("surplus")]
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete
+              and not t.user_attrs.get("surplus") and IMPORTED_ATTR not in t.user_attrs]
     out = {"n_trials": float(len(trials))}
     if trials:
         wall = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
@@ -55,7 +56,9 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The completed trials the study trained itself (imported ones only inform its sampler)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if IMPORTED_ATTR not in t.user_attrs]
 
 
 def best_of(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -92,7 +95,8 @@ def lambda_points(study: optuna.Study | None) -> list[tuple[float, float, bool]]
     if study is None:
         return []
     return [(t.params[LAMBDA], t.value, t.state == TrialState.COMPLETE)
-            for t in study.get_trials(deepcopy=False, states=FINISHED) if t.value is not None]
+            for t in study.get_trials(deepcopy=False, states=FINISHED)
+            if t.value is not None and IMPORTED_ATTR not in t.user_attrs]
 
 
 TABLE_COLUMNS = ["trial", LAMBDA, "best_val_accuracy", "final_val_accuracy", "state", "duration_s", "reason"]
@@ -104,7 +108,7 @@ def trial_table(study: optuna.Study):
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus"):
+        if t.user_attrs.get("surplus") or IMPORTED_ATTR in t.user_attrs:
             continue
         took = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         rows.append({

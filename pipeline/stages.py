@@ -7,10 +7,10 @@ import dataclasses
 import optuna
 from optuna.trial import TrialState
 
-from pipeline import plots, space
+from pipeline import insights, plots, space, warm
 from pipeline.config import Settings
 from pipeline.errors import UserError
-from pipeline.names import LAMBDA, OBJECTIVE, PARENT_ATTR, SEARCH_STAGES
+from pipeline.names import LAMBDA, OBJECTIVE, PARENT_ATTR, SEARCH_STAGES, STOPPED_TAG, study_name
 from pipeline.objective import Objective, Stage, data_params
 from pipeline.results import StageSummary, best_of, completed, lambda_points, stage_metrics, trial_settings, trial_table
 from pipeline.sampling import make_pruner, make_sampler
@@ -21,36 +21,60 @@ from pipeline.workers import SurplusTrial, recover_orphans, tally, wait_until_se
 SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
 
 
-def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
-    """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage)."""
+def run_search(session: Session, stage: str, cfg: Settings, deadline=None, enqueue=None,
+               from_experiment: str | None = None) -> StageSummary:
+    """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage), or until the
+    deadline (budget.Deadline) passes. `enqueue` (a FILE.toml) and `from_experiment` warm-start the study."""
     session.check_tracking()
-    searched, source = stage_space(session, stage, cfg)
-    cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
-    study, created = open_study(session, stage, cfg)
-    if created:
-        record_space(study, searched, source)
+    cfg, study, searched, source = prepare(session, stage, cfg, enqueue, from_experiment)
     log_scale = frozenset(key for key, dim in searched.items() if dim.log)
     shared = start_stage(session, study, stage, cfg, lambda trial: space.suggest(searched, trial), log_scale,
                          source)
     return settle(session, study, shared, cfg.search.n_trials,
                   lambda close: finish_stage(session, stage, study, shared.parent_run_id, cfg.search.n_trials,
-                                             searched, close))
+                                             searched, close), deadline=deadline)
 
 
-def settle(session: Session, study: optuna.Study, stage: Stage, n: int, finish, refill=lambda: None):
+def prepare(session: Session, stage: str, cfg: Settings, enqueue=None, from_experiment: str | None = None):
+    """The stage's space and study, created with its space recorded, and warm-started (once: a rerun, or
+    another worker, adds nothing twice). Returns (cfg with the searched space, study, space, its source)."""
+    searched, source = stage_space(session, stage, cfg)
+    cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
+    study, created = open_study(session, stage, cfg)
+    if created:
+        record_space(study, searched, source)
+    if from_experiment:
+        n = warm.import_trials(study, session.storage, from_experiment, stage, searched)
+        if n:
+            session.terminal.say(f"{stage}: {n} completed trial(s) of {study_name(from_experiment, stage)} added "
+                                 "for the sampler")
+    if enqueue is not None:
+        rows = warm.read_enqueue(enqueue, searched, cfg.search.n_trials)
+        if n := warm.enqueue(study, searched, rows):
+            session.terminal.say(f"{stage}: {n} setting(s) of {enqueue} enqueued to be tried first")
+    return cfg, study, searched, source
+
+
+def settle(session: Session, study: optuna.Study, stage: Stage, n: int, finish, refill=lambda: None, deadline=None):
     """Run trials until the study holds n finished ones, counting those other workers run; then wait until theirs
     settle, taking over from a worker that died. `finish(close)` summarises the stage; the worker that completes
-    the stage closes its run (close=True), the others only read. `refill` re-enqueues what a dead worker held."""
+    the stage closes its run (close=True), the others only read. `refill` re-enqueues what a dead worker held.
+    Past the deadline no trial starts: the running ones finish and the summary says the stage stopped."""
     while True:
-        run_trials(session, study, stage, n, refill)
+        run_trials(session, study, stage, n, refill, deadline)
         close_orphan_runs(session, study, stage.parent_run_id)  # Optuna fails stale trials as each trial starts too
         result = finish(True)
         if result.complete:
             return result
-        wait_until_settled(study, session.terminal.say, n=n,
+        stopping = deadline is not None and deadline.passed()
+        wait_until_settled(study, session.terminal.say, n=None if stopping else n,
                            on_failed=lambda _: close_orphan_runs(session, study, stage.parent_run_id))
         if tally(study).finished >= n:
             return finish(False)
+        if stopping:
+            stage.tracker.set_tags(stage.parent_run_id, {STOPPED_TAG: f"{deadline.describe()} passed"})
+            stage.tracker.set_status(stage.parent_run_id, "KILLED")  # a rerun reopens it and continues
+            return dataclasses.replace(finish(False), stopped=deadline.describe())
 
 
 def stage_space(session: Session, stage: str, cfg: Settings) -> tuple[space.Space, dict]:
@@ -147,15 +171,16 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
                  session.data_origin)
 
 
-def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int, refill=lambda: None) -> None:
-    """Until the study holds n finished trials, counting those other workers are running. `refill` enqueues
-    the values a stage of enqueued trials still lacks."""
+def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int, refill=lambda: None,
+               deadline=None) -> None:
+    """Until the study holds n finished trials, counting those other workers are running, or the deadline passed.
+    `refill` enqueues the values a stage of enqueued trials still lacks."""
     objective = Objective(stage)
     try:
         while True:
             done = tally(study)
             session.terminal.stage(stage.name, n, min(done.finished, n))
-            if done.finished + done.running >= n:
+            if done.finished + done.running >= n or (deadline is not None and deadline.passed()):
                 break
             refill()
             study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[_announce(session, stage.name, n)])
@@ -251,9 +276,9 @@ def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str,
             figure = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: " + " and ".join(points), fine_range,
                                               best.user_attrs.get("n_val") if best else None)
             tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
-        if len(searched) > 1:
-            tracker.log_figure(parent, plots.parallel_coordinates(study, searched), "parallel_coordinates.png")
         tracker.log_text(parent, trial_table(study).to_csv(index=False), "trials.csv")
+        insights.log_insights(session, stage, study, parent, searched)
         tracker.set_status(parent, "FINISHED")
     return StageSummary(stage, study.study_name, done.finished, n, None if best is None else trial_settings(best),
                         None if best is None else best.value, searched, parent, complete)
+

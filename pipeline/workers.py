@@ -18,6 +18,7 @@ from typing import NamedTuple
 import optuna
 from optuna.trial import TrialState
 
+from pipeline.names import IMPORTED_ATTR
 from pipeline.sampling import LIVE
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -34,8 +35,13 @@ class Tally(NamedTuple):
     waiting: int  # enqueued, not started yet
 
 
+def live(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count towards the stage: finished, running or queued, and trained here (not imported)."""
+    return [t for t in study.get_trials(deepcopy=False, states=LIVE) if IMPORTED_ATTR not in t.user_attrs]
+
+
 def tally(study: optuna.Study) -> Tally:
-    states = [t.state for t in study.get_trials(deepcopy=False, states=LIVE)]
+    states = [t.state for t in live(study)]
     return Tally(sum(s in FINISHED for s in states), states.count(TrialState.RUNNING), states.count(TrialState.WAITING))
 
 
@@ -121,7 +127,7 @@ def recover_orphans(study: optuna.Study) -> list[int]:
 # ---- sharing a stage ------------------------------------------------------------------------------
 def claim_slot(trial: optuna.Trial, n_trials: int) -> None:
     """Exactly n_trials: when racing workers created one trial too many, the later number yields."""
-    earlier = [t for t in trial.study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number]
+    earlier = [t for t in live(trial.study) if t.number < trial.number]
     if len(earlier) >= n_trials:
         trial.set_user_attr("surplus", True)
         raise SurplusTrial(f"trial {trial.number}: the stage already has {n_trials} trials")

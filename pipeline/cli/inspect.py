@@ -32,6 +32,9 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         for stage, table in result.tables.items():
             typer.echo(f"\n{s.study_name(stage)}")
             typer.echo(table.drop(columns=["reason"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            ranked = result.importance[stage]
+            typer.echo(ranked.attrs.get("note") or "importance (PED-ANOVA over its completed trials):\n"
+                       + ranked.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if best := doc["best"]:
             typer.echo(f"\nbest: {best['stage']} trial {best['trial']}, λ = {best['lambda']:.4g}, "
                        f"val acc {best['val_accuracy']:.4f}")
