@@ -158,18 +158,32 @@ class Project:
     # ---- running ------------------------------------------------------------------------------------
     @_call
     def search(self, stage: str, n_trials: int | None = None, *, config=None, overrides: dict | None = None,
-               settings=None):
+               settings=None, timeout: float | None = None, deadline=None, enqueue=None,
+               from_experiment: str | None = None):
         """Run a stage (coarse, fine or confirm) until its study holds n_trials finished trials; a rerun
         completes it. overrides: {"train.n_s": 300, "search.sampler": "tpe"}; settings: a prepared Settings
-        instead of config and overrides. Returns a StageSummary (a ConfirmResult for confirm)."""
+        instead of config and overrides. timeout: seconds after which no trial starts (or deadline, a
+        budget.Deadline shared by several calls). enqueue: a TOML file of settings tried first; from_experiment:
+        another experiment whose finished trials of this stage the sampler learns from. Returns a StageSummary
+        (a ConfirmResult for confirm)."""
         if stage not in STAGES:
             raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
         if stage == "confirm":
             return self.confirm(config=config, overrides=overrides, settings=settings)
+        from pipeline.budget import Deadline
         from pipeline.stages import run_search
 
         cfg = settings or load_settings(stage, config, (overrides or {}) | {"search.n_trials": n_trials})
-        return run_search(self.session, stage, cfg)
+        deadline = deadline or (Deadline.after(timeout) if timeout is not None else None)
+        return run_search(self.session, stage, cfg, deadline, enqueue, from_experiment)
+
+    @_call
+    def warm_start(self, stage: str, settings, enqueue=None, from_experiment: str | None = None) -> None:
+        """What search(enqueue=..., from_experiment=...) adds to the study first, alone: before --jobs workers
+        start, so that their first trials are the enqueued ones."""
+        from pipeline.stages import prepare
+
+        prepare(self.session, stage, settings, enqueue, from_experiment)
 
     @_call
     def confirm(self, *, config=None, overrides: dict | None = None, settings=None):
@@ -259,9 +273,8 @@ class Project:
     @_call
     def report(self, stages=names.SEARCH_STAGES) -> Report:
         """Each named stage's trial table and `hpsearch report --json`'s document."""
-        from pipeline.results import report_json, stage_tables
-
         from pipeline.importance import importance_of
+        from pipeline.results import report_json, stage_tables
 
         tables = stage_tables(self.session, stages)
         if not tables:

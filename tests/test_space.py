@@ -79,7 +79,8 @@ def test_two_dimensional_search_derives_both_fine_dimensions(two_d):
         assert t.params["hidden"] in derived["model.hidden"].choices
     parent = runs_of(folder, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'fine'")[0]
     assert space.from_json(parent.data.params["space"]) == derived
-    assert "study/parallel_coordinate.png" in {a.path for a in client(folder).list_artifacts(parent.info.run_id, "study")}
+    figures = {a.path for a in client(folder).list_artifacts(parent.info.run_id, "study")}
+    assert "study/parallel_coordinate.png" in figures
 
 
 def test_each_stage_run_ranks_the_settings_and_holds_optunas_figures(two_d):
