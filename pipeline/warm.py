@@ -15,12 +15,12 @@ promoted, and are left out of its table, figures and importance: those show what
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from pipeline import toml
 from pipeline.errors import ConfigError, UserError
 from pipeline.names import IMPORTED_ATTR, study_name
 from pipeline.space import Dimension, from_json
@@ -35,12 +35,12 @@ def is_imported(trial: optuna.trial.FrozenTrial) -> bool:
 def read_enqueue(path: Path, searched: dict[str, Dimension], n_trials: int) -> list[dict]:
     """The settings a FILE.toml lists, each a {setting key: value} checked against the stage's space."""
     try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        doc = toml.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--enqueue file {path} not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read --enqueue file {path}: {e}") from None
-    except tomllib.TOMLDecodeError as e:
+    except toml.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     rows = doc.get(ENQUEUE_TABLE)
     if set(doc) != {ENQUEUE_TABLE} or not isinstance(rows, list) or not rows:
