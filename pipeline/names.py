@@ -16,6 +16,7 @@ DATA_ENV, STORAGE_ENV, TRACKING_ENV, EXPERIMENT_ENV = (
 DEFAULT_HEARTBEAT_S, DEFAULT_GRACE_S = 30, 120
 HEARTBEAT_ENV, GRACE_ENV = "HPSEARCH_HEARTBEAT_S", "HPSEARCH_GRACE_S"
 UI_PORT = 5000  # `hpsearch ui` and the links that `hpsearch compare` prints
+DASHBOARD_PORT = 8080  # `hpsearch dashboard` (optuna-dashboard's own default)
 
 MODEL_NAME = "cifar10-mlp"
 MODEL_ALIAS = "champion"
