@@ -87,7 +87,7 @@ def main_options(
     ] = DEFAULT_GRACE_S,
 ) -> None:
     """Search λ (coarse → fine), train the final model, and compare runs in the MLflow UI."""
-    from pipeline.api import quiet_libraries
+    from pipeline.calls import quiet_libraries
     from pipeline.session import Stores
 
     quiet_libraries()
@@ -101,7 +101,7 @@ def session(ctx: typer.Context, progress: bool = True):
 
     await_go()  # a --jobs worker: until its starter has opened the stores
     with errors():
-        from pipeline.api import naming_the_tracking_server
+        from pipeline.calls import naming_the_tracking_server
         from pipeline.session import Session
         from pipeline.terminal import Lines, open_terminal
 
