@@ -33,7 +33,8 @@ def _pyplot():
 
 def figures(study: optuna.Study, searched: dict[str, Dimension], pruning: bool,
             both: optuna.Study | None = None, importance: dict | None = None):
-    """(file name, draw) pairs; each draw() returns the Axes of one figure."""
+    """(file name, draw, title) triples; each draw() returns the Axes of one figure (an array of them for a
+    matrix of panels)."""
     import optuna.visualization.matplotlib as vm
 
     name, target = study.study_name, OBJECTIVE
@@ -83,6 +84,8 @@ def log_figures(tracker, run_id: str, studies: dict[str, optuna.Study], stage: s
                     fig.suptitle(title, fontsize="medium")
                 else:
                     fig = axes.figure
+                    for loc in ("left", "right"):  # Optuna's own title is left-aligned on some figures
+                        axes.set_title("", loc=loc)
                     axes.set_title(title, fontsize="medium")
                 tracker.log_figure(run_id, fig, f"{FOLDER}/{file}")
             plt.close("all")

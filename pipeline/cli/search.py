@@ -37,12 +37,14 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
 
 def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1, timeout=None, enqueue=None,
             from_experiment=None):
+    from pipeline.budget import deadline_for
+
+    deadline = deadline_for(timeout)  # counted from the command's start, before the stores open
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.budget import deadline_for
         from pipeline.local_workers import workers
 
-        project, deadline = Project.of(s), deadline_for(timeout)
+        project = Project.of(s)
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
 
         def check():  # before the workers start: the stores, and what their first trials are
@@ -161,12 +163,14 @@ def pipeline(
     def path(stage: str):
         return default_path(f"{config_set}-{stage}" if config_set else stage)
 
+    from pipeline.budget import deadline_for
+
+    deadline = deadline_for(timeout)  # counted from the command's start, before the stores open
     stores = ctx.obj  # the workers add --config-set's suffix themselves
     if config_set:
         ctx.obj = dataclasses.replace(ctx.obj, experiment=f"{ctx.obj.experiment}-{config_set}")
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.budget import deadline_for
         from pipeline.local_workers import default_jobs, workers
 
         searches = {stage: settings(stage, path(stage), typed={"search.n_trials": n_trials}) for stage in
@@ -177,7 +181,6 @@ def pipeline(
         args = [*(["--n-trials", str(n_trials)] if n_trials is not None else []),
                 *(["--lambda", repr(lam)] if lam is not None else []), *(["--no-confirm"] if no_confirm else []),
                 *(["--config-set", config_set] if config_set else [])]
-        deadline = deadline_for(timeout)
         with workers(stores, ["pipeline", *args, "--jobs", "1"], jobs or default_jobs(), check=s.check_tracking,
                      env=deadline.env() if deadline else None):
             project = Project.of(s)
