@@ -1,5 +1,5 @@
-"""What a finished stage run shows: PED-ANOVA importance and Optuna's figures (pipeline/importance.py,
-pipeline/study_figures.py). The end-to-end checks on a real 2-D stage are in tests/test_space.py."""
+"""What a finished stage run shows: PED-ANOVA importance and Optuna's figures (pipeline/search/importance.py,
+pipeline/search/figures.py). The end-to-end checks on a real 2-D stage are in tests/test_space.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import sys
 import optuna
 import pytest
 
-from pipeline import importance, space, study_figures
 from pipeline.names import IMPORTED_ATTR
+from pipeline.search import figures as study_figures
+from pipeline.search import importance
+from pipeline.settings import space
 from tests.conftest import ROOT
 
 TWO = {"train.lambda": space.Dimension("train.lambda", "float", 1e-5, 1e-1, True),

@@ -8,8 +8,8 @@ import time
 import optuna
 import pytest
 
-from pipeline.budget import Deadline, deadline_for
 from pipeline.names import DEADLINE_ENV
+from pipeline.search.budget import Deadline, deadline_for
 from pipeline.session import open_storage
 from tests.conftest import hpsearch
 

@@ -9,12 +9,12 @@ import numpy as np
 import optuna
 import pytest
 
-from pipeline import space, warm
 from pipeline.errors import ConfigError, UserError
-from pipeline.names import IMPORTED_ATTR
+from pipeline.names import IMPORTED_ATTR, SPACE_ATTR
+from pipeline.search import warm
 from pipeline.session import open_storage
-from pipeline.stages import SPACE_ATTR
-from pipeline.workers import tally
+from pipeline.settings import space
+from pipeline.workers.ownership import tally
 from tests.conftest import hpsearch
 
 LAM = {"train.lambda": space.Dimension("train.lambda", "float", 1e-5, 1e-1, True)}
@@ -62,7 +62,7 @@ def test_tpes_first_draw_learns_from_the_imported_trials(tmp_path):
     """Cold, TPE's first draws (its startup trials) are random over 1e-5..1e-1; with 20 imported trials it
     draws near their best λ, 1e-2, at once."""
     from pipeline.api import load_settings
-    from pipeline.sampling import make_sampler
+    from pipeline.search.sampling import make_sampler
 
     storage = open_storage(str(tmp_path / "s.journal"))
     source_study(storage)

@@ -37,12 +37,12 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
 
 def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1, timeout=None, enqueue=None,
             from_experiment=None):
-    from pipeline.budget import deadline_for
+    from pipeline.search.budget import deadline_for
 
     deadline = deadline_for(timeout)  # counted from the command's start, before the stores open
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import workers
+        from pipeline.workers.local import worker_processes
 
         project = Project.of(s)
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
@@ -52,7 +52,7 @@ def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1, 
             if enqueue or from_experiment:
                 project.warm_start(stage, cfg, enqueue, from_experiment)
 
-        with workers(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
+        with worker_processes(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
                      check=check, env=deadline.env() if deadline else None):
             print_summary(project.search(stage, settings=cfg, deadline=deadline))
 
@@ -66,7 +66,7 @@ def _args(config=None, sets=None, n_trials=None, sampler=None, prune=None, prune
 
 
 def print_summary(summary) -> None:
-    from pipeline.objective import describe
+    from pipeline.search.objective import describe
 
     done = "complete" if summary.complete else "not complete yet (other workers still running?)"
     if summary.stopped:
@@ -114,15 +114,15 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
     """
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import workers
+        from pipeline.workers.local import worker_processes
 
         cfg = settings("confirm", config, set_)
-        with workers(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
+        with worker_processes(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
             print_confirm(Project.of(s).confirm(settings=cfg))
 
 
 def print_confirm(result) -> None:
-    from pipeline.objective import describe
+    from pipeline.search.objective import describe
 
     done = "complete" if result.complete else "not complete yet (other workers still running?)"
     d = result.decision
@@ -158,12 +158,12 @@ def pipeline(
 
     Example: HPSEARCH_DATA=~/cifar hpsearch pipeline
     """
-    from pipeline.config import default_path
+    from pipeline.settings.config import default_path
 
     def path(stage: str):
         return default_path(f"{config_set}-{stage}" if config_set else stage)
 
-    from pipeline.budget import deadline_for
+    from pipeline.search.budget import deadline_for
 
     deadline = deadline_for(timeout)  # counted from the command's start, before the stores open
     stores = ctx.obj  # the workers add --config-set's suffix themselves
@@ -171,7 +171,7 @@ def pipeline(
         ctx.obj = dataclasses.replace(ctx.obj, experiment=f"{ctx.obj.experiment}-{config_set}")
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import default_jobs, workers
+        from pipeline.workers.local import default_jobs, worker_processes
 
         searches = {stage: settings(stage, path(stage), typed={"search.n_trials": n_trials}) for stage in
                     ("coarse", "fine")}  # every file is checked before anything starts
@@ -181,8 +181,9 @@ def pipeline(
         args = [*(["--n-trials", str(n_trials)] if n_trials is not None else []),
                 *(["--lambda", repr(lam)] if lam is not None else []), *(["--no-confirm"] if no_confirm else []),
                 *(["--config-set", config_set] if config_set else [])]
-        with workers(stores, ["pipeline", *args, "--jobs", "1"], jobs or default_jobs(), check=s.check_tracking,
-                     env=deadline.env() if deadline else None):
+        argv = ["pipeline", *args, "--jobs", "1"]
+        with worker_processes(stores, argv, jobs or default_jobs(), check=s.check_tracking,
+                              env=deadline.env() if deadline else None):
             project = Project.of(s)
             for stage, cfg in searches.items():
                 summary = project.search(stage, settings=cfg, deadline=deadline)

@@ -1,0 +1,294 @@
+"""Stage settings: studies/<stage>.toml, overridden by a dict of "section.key" values, validated once.
+
+One frozen dataclass per TOML section; its fields are the section's keys (a field's `key` metadata
+when the TOML name is not a Python name, as for `lambda`), their types and defaults. Each rule is
+checked once, by the object that owns it: the training rules by model.train.TrainSettings, the data
+split by the CIFAR-10 loader, the search rules here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model import cifar10
+from model.train import TrainSettings
+from model.whiten import WhitenSpec
+from pipeline.errors import ConfigError
+from pipeline.settings import legacy, space, toml
+
+STUDIES = Path("studies")
+SAMPLERS = ("random", "tpe", "qmc")
+SELECT_RULES = ("best", "one-se")
+PRUNERS = ("median", "asha", "hyperband", "none")
+FINE_RULES = ("top2", "region")
+CONFIRM_RULES = ("best-mean", "one-se", "fit")
+CONFIRM_STRATEGIES = ("grid", "race")
+CONFIRM_PLACEMENTS = ("top", "spread")
+
+
+def _one_of(key: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+_WHITEN = WhitenSpec()  # whitening's own defaults: written once, in model.whiten
+
+
+@dataclass(frozen=True)
+class DataSection:
+    split: str = "holdout"  # "exercise" (batch 1 / batch 2 / test) or "holdout"
+    val_size: int = 5000  # holdout: the last val_size training images validate
+    val_fold: int = 0  # holdout: 0 = the last val_size images, 1 = the block before them, ...
+    # Whitening of the normalised input, fitted on the training part: "none" | "pca" | "zca" (see model.whiten).
+    whiten: str = _WHITEN.kind
+    whiten_eps: float = _WHITEN.eps  # added to every eigenvalue of the training covariance
+    whiten_keep: float = _WHITEN.keep  # pca: the fraction of the variance kept
+
+    def __post_init__(self):
+        try:
+            cifar10.check_split(self.split, self.val_size, self.val_fold)
+        except cifar10.DataError as e:
+            raise ValueError(str(e)) from None
+        self.whitening  # noqa: B018 -- the whitening rules live with the whitening
+
+    @property
+    def whitening(self) -> WhitenSpec:
+        return WhitenSpec(self.whiten, self.whiten_eps, self.whiten_keep)
+
+
+_DEFAULT = TrainSettings()  # the training's own defaults: written once, in model.train
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    hidden: int = _DEFAULT.hidden
+    dropout: float = _DEFAULT.dropout
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    batch_size: int = _DEFAULT.batch_size
+    eta_min: float = _DEFAULT.eta_min
+    eta_max: float = _DEFAULT.eta_max
+    n_s: int = _DEFAULT.n_s
+    cycles: int = _DEFAULT.cycles
+    checkpoints_per_cycle: int = _DEFAULT.checkpoints_per_cycle
+    seed: int = _DEFAULT.seed
+    lam: float = field(default=_DEFAULT.lam, metadata={"key": "lambda"})
+    train_eval_size: int = _DEFAULT.train_eval_size
+    augment: bool = _DEFAULT.augment
+    shift: int = _DEFAULT.shift
+    tta_flip: bool = _DEFAULT.tta_flip
+    label_smoothing: float = _DEFAULT.label_smoothing
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    n_trials: int = 8
+    sampler: str = "random"
+    pruner: str = "median"
+    prune: bool = True  # false: no pruning whatever `pruner` says (kept from hpsearch 0.1)
+    stratify: bool = True
+    select: str = "best"
+
+    def __post_init__(self):
+        _one_of("search.sampler", self.sampler, SAMPLERS)
+        _one_of("search.pruner", self.pruner, PRUNERS)
+        _one_of("search.select", self.select, SELECT_RULES)
+        if self.n_trials < 1:
+            raise ValueError(f"search.n_trials must be ≥ 1; got {self.n_trials}")
+
+    @property
+    def pruning(self) -> str:
+        return self.pruner if self.prune else "none"
+
+
+@dataclass(frozen=True)
+class FineSection:
+    rule: str = "top2"  # the report's: the two best coarse trials, widened by ±widen
+    widen: float = 0.25  # top2: log10 margin around the two best
+    half_width: float = 0.5  # region: ± this many decades around the best-scoring region
+
+    def __post_init__(self):
+        _one_of("fine.rule", self.rule, FINE_RULES)
+        if self.widen < 0 or self.half_width <= 0:
+            raise ValueError(f"need fine.widen ≥ 0 and fine.half_width > 0; got {self.widen}, {self.half_width}")
+
+
+@dataclass(frozen=True)
+class ConfirmSection:
+    k: int = 3  # candidates
+    seeds: int = 2  # grid: rounds, every candidate once a round with seed train.seed + round
+    select: str = "best-mean"  # "one-se": the largest λ within one SE of the best; "fit": a quadratic's peak
+    folds: bool = True  # round i validates on holdout block i (data.val_fold): scores span rounds × val_size images
+    min_gap: float = 0.25  # decades: candidates' log-scale values differ by at least this much from each other
+    strategy: str = "grid"  # "race": round 1 trains every candidate, clear losers stop, survivors go on
+    budget: int = 6  # race: trainings in all
+    z: float = 2.0  # race: a candidate stops when the best beats it by z paired standard errors
+    placement: str = "top"  # "spread": k λ evenly in log10 over the searches' tie, instead of their top trials
+    span: float = 1.0  # spread: decades below the largest tied λ
+    reach: float = 0.0  # spread: decades the window is moved up (the final budget wants more λ than the search)
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"confirm.k must be ≥ 1; got {self.k}")
+        if self.seeds < 1:
+            raise ValueError(f"confirm.seeds must be ≥ 1; got {self.seeds}")
+        if not 0 <= self.min_gap <= 3:
+            raise ValueError(f"confirm.min_gap must be a number of decades in 0..3; got {self.min_gap}")
+        _one_of("confirm.select", self.select, CONFIRM_RULES)
+        _one_of("confirm.strategy", self.strategy, CONFIRM_STRATEGIES)
+        _one_of("confirm.placement", self.placement, CONFIRM_PLACEMENTS)
+        if self.strategy == "race" and self.budget < self.k:
+            raise ValueError(f"confirm.budget {self.budget} is smaller than confirm.k {self.k}: round 1 trains "
+                             "every candidate once")
+        if self.z <= 0 or not 0 < self.span <= 5 or not -3 <= self.reach <= 3:
+            raise ValueError(f"need confirm.z > 0, span in (0, 5] and reach in -3..3 decades; got {self.z}, "
+                             f"{self.span}, {self.reach}")
+
+    @property
+    def max_rounds(self) -> int:
+        """Rounds the stage may run, each on its own block: race's later rounds train at least two."""
+        return self.seeds if self.strategy == "grid" else 1 + max(0, self.budget - self.k) // 2
+
+
+SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "train": TrainSection,
+                             "search": SearchSection, "fine": FineSection, "confirm": ConfirmSection}
+DEFAULT_SPACE = {"train.lambda": {"low": 1e-5, "high": 1e-1, "log": True}}
+
+
+def _keys(section: type) -> dict[str, dataclasses.Field]:
+    """TOML key -> dataclass field of a section."""
+    return {f.metadata.get("key", f.name): f for f in dataclasses.fields(section)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A stage's validated settings, one typed object per TOML section."""
+
+    name: str
+    data: DataSection
+    model: ModelSection
+    train: TrainSection
+    search: SearchSection
+    fine: FineSection
+    confirm: ConfirmSection
+    space: dict = field(default_factory=dict)  # setting key -> space.Dimension
+    source: str = ""
+
+    def flat(self) -> dict[str, object]:
+        """"section.key" -> value, as logged to MLflow and hashed into the digest (the space as JSON)."""
+        values = {f"{name}.{key}": getattr(getattr(self, name), f.name)
+                  for name, section in SECTIONS.items() for key, f in _keys(section).items()}
+        return values | {"space": space.to_json(self.space)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.flat(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, values: dict[str, object]) -> Settings:
+        """A copy with some "section.key" values replaced, validated again."""
+        flat = self.flat()
+        del flat["space"]
+        return build(self.name, flat | values, self.source, self.space)
+
+    def train_settings(self) -> TrainSettings:
+        """What model.train needs: the [model] and [train] sections, field by field."""
+        return TrainSettings(**dataclasses.asdict(self.model), **dataclasses.asdict(self.train))
+
+
+def default_path(stage: str) -> Path:
+    return STUDIES / f"{stage}.toml"
+
+
+def load(stage: str, path: Path | None = None, overrides: dict[str, object] | None = None) -> Settings:
+    """Read a stage's settings file (default studies/<stage>.toml), apply the overrides, validate."""
+    path = Path(path) if path is not None else default_path(stage)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {path} not found; pass --config FILE") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read settings file {path}: {e.strerror}") from None
+    try:
+        doc = toml.loads(text)
+    except toml.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return build(stage, _flatten(doc, path) | dict(overrides or {}), str(path))
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """'train.n_s=300' -> ('train.n_s', 300): the value is read as TOML, else taken as a string."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"--set expects section.key=value; got {item!r}")
+    try:
+        value = toml.loads(f"v = {raw.strip()}")["v"]
+    except toml.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def _flatten(doc: dict, path: Path) -> dict:
+    values = {}
+    for section, table in doc.items():
+        if section == "space":  # its keys are dotted settings: "train.lambda" = { ... }
+            values |= {f"space.{key}": spec for key, spec in (table.items() if isinstance(table, dict) else [])}
+            continue
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} must be a [section]; known: {', '.join(SECTIONS)}")
+        for key, value in table.items():
+            values[f"{section}.{key}"] = value
+    return values
+
+
+def build(name: str, values: dict[str, object], source: str = "", searched: dict | None = None) -> Settings:
+    """Typed sections from "section.key" values; unknown keys, wrong types and broken rules are ConfigErrors.
+
+    The space comes from "space.<setting>" values (the [space] table), else `searched`, else λ alone."""
+    where = f"{source}: " if source else ""
+    given: dict[str, dict] = {section: {} for section in SECTIONS}
+    table = {}
+    for dotted, value in values.items():
+        section, _, key = dotted.partition(".")
+        if dotted in legacy.MOVED:
+            raise ConfigError(f"{where}{dotted} moved to {legacy.MOVED[dotted]}")
+        if section == "space":
+            table[key] = value
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}unknown section [{section}] (key {dotted}); known: "
+                              f"{', '.join([*SECTIONS, 'space'])}")
+        fields = _keys(SECTIONS[section])
+        if key not in fields:
+            raise ConfigError(f"{where}unknown key {dotted}; [{section}] takes: {', '.join(fields)}")
+        given[section][fields[key].name] = _typed(dotted, value, _types()[dotted], where)
+    searched = space.parse(table, _types(), where) if table else searched or space.parse(DEFAULT_SPACE, _types())
+    try:
+        sections = {section: cls(**given[section]) for section, cls in SECTIONS.items()}
+        settings = Settings(name, **sections, space=searched, source=source)
+        settings.train_settings()  # the training rules live with the training
+    except ValueError as e:
+        raise ConfigError(f"{where}{e}") from None
+    return settings
+
+
+@functools.cache
+def _types() -> dict[str, type]:
+    """"section.key" -> the setting's type."""
+    return {f"{name}.{key}": typing.get_type_hints(section)[f.name]
+            for name, section in SECTIONS.items() for key, f in _keys(section).items()}
+
+
+def _typed(dotted: str, value, kind: type, where: str):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}{dotted} must be {kind.__name__}; got {value!r} ({type(value).__name__})")
+    return value
