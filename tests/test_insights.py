@@ -114,7 +114,7 @@ def test_optunas_plot_style_stays_inside_the_figures():
 def test_importance_brings_no_scikit_learn_into_a_training_process():
     """Optuna imports scikit-learn's forest with optuna.importance when it is installed (6-8 s here, and SciPy's
     own BLAS): the worker that finishes a stage goes on to train the next."""
-    code = ("import sys, pipeline.importance as i, pipeline.study_figures; i._evaluators(); "
+    code = ("import sys, pipeline.search.importance as i, pipeline.search.figures; i._evaluators(); "
             "print('sklearn' in sys.modules, i.evaluator().__class__.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["False", "PedAnovaImportanceEvaluator"]
