@@ -13,7 +13,7 @@ from pipeline.search.budget import Deadline, deadline_for
 from pipeline.session import open_storage
 from tests.conftest import hpsearch
 
-N = 10  # the must-show's 50 trials behave the same (docs/cli.md shows that run); 10 keep the suite lean
+N = 200  # a cap the budget never reaches on tiny data; the rerun then completes a smaller stage, k + 3 trials
 
 
 def finished(project, experiment="cifar10-lambda", stage="coarse") -> list[optuna.trial.FrozenTrial]:
@@ -49,18 +49,18 @@ def test_timeout_stops_within_one_trial_and_a_rerun_completes_exactly_n(project)
     p.session.check_tracking()  # the stores open before the clock starts: the budget is the trials'
     t0 = time.time()
     summary = p.search("coarse", N, overrides={"search.prune": False}, timeout=3)
-    check_stopped(project, "", t0, time.time() - t0, 3, N)
-    assert summary.stopped == "the --timeout of 3 s" and not summary.complete
-    out = hpsearch("search", "coarse", "--n-trials", str(N), "--no-prune").stdout
-    assert f"coarse: {N}/{N} trials finished, complete" in out
-    assert len(finished(project)) == N
+    k = len(check_stopped(project, "", t0, time.time() - t0, 3, N))
+    assert summary.stopped == "the --timeout of 3 s" and not summary.complete and summary.n_finished == k
+    out = hpsearch("search", "coarse", "--n-trials", str(k + 3), "--no-prune").stdout
+    assert f"coarse: {k + 3}/{k + 3} trials finished, complete" in out
+    assert len(finished(project)) == k + 3
 
 
 @pytest.mark.slow
 def test_one_deadline_for_two_workers(project):
     from pipeline.api import Project
 
-    n, timeout = 30, 10
+    n, timeout = N, 10
     Project().session.check_tracking()  # a new tracking store's schema takes seconds: made before the clock starts
     t0 = time.time()
     out = hpsearch("search", "coarse", "--n-trials", str(n), "--no-prune", "--timeout", str(timeout),
@@ -69,14 +69,15 @@ def test_one_deadline_for_two_workers(project):
     assert f"coarse: {len(first)}/{n} trials finished, stopped by the --timeout of 10 s; run the same command " \
            "to continue" in out
     assert len({t.user_attrs["pid"] for t in first}) == 2, "both workers ran trials, until the same deadline"
-    out = hpsearch("search", "coarse", "--n-trials", str(n), "--no-prune", "--jobs", "2").stdout
-    assert f"coarse: {n}/{n} trials finished, complete" in out
-    assert len(finished(project)) == n
+    k = len(first) + 3
+    out = hpsearch("search", "coarse", "--n-trials", str(k), "--no-prune", "--jobs", "2").stdout
+    assert f"coarse: {k}/{k} trials finished, complete" in out
+    assert len(finished(project)) == k
 
 
 @pytest.mark.slow
 def test_pipeline_stops_at_the_timeout_and_says_how_to_continue(project):
-    out = hpsearch("pipeline", "--n-trials", "2", "--jobs", "1", "--timeout", "1").stdout
-    assert "coarse: 1/2 trials finished, stopped by the --timeout of 1 s; run the same command to continue" in out
+    out = hpsearch("pipeline", "--n-trials", str(N), "--jobs", "1", "--timeout", "5").stdout
+    k = len(finished(project))
+    assert f"coarse: {k}/{N} trials finished, stopped by the --timeout of 5 s; run the same command to continue" in out
     assert "fine:" not in out and "test accuracy" not in out
-    assert len(finished(project)) == 1
