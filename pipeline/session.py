@@ -15,21 +15,15 @@ from pathlib import Path
 import optuna
 
 from model.whiten import WhitenSpec
+from pipeline import names
 from pipeline.data import sources
 from pipeline.errors import UserError
 from pipeline.names import (
-    DATA_ENV,
     DEFAULT_EXPERIMENT,
     DEFAULT_GRACE_S,
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
-    EXPERIMENT_ENV,
-    GRACE_ENV,
-    HEARTBEAT_ENV,
-    STORAGE_ENV,
-    TRACKING_ENV,
-    study_name,
 )
 from pipeline.terminal.lines import Lines
 from pipeline.tracking.tracker import Tracker
@@ -59,20 +53,20 @@ class Stores:
         def env(name: str) -> str | None:
             return os.environ.get(name) or None  # an empty variable counts as unset, as on the command line
 
-        data = data_dir if data_dir is not None else env(DATA_ENV)
+        data = data_dir if data_dir is not None else env(names.DATA_ENV)
         return cls(None if data is None else Path(data),
-                   storage or env(STORAGE_ENV) or DEFAULT_STORAGE, tracking_uri or env(TRACKING_ENV),
-                   experiment or env(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT,
-                   int(env(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT_S), int(env(GRACE_ENV) or DEFAULT_GRACE_S))
+                   storage or env(names.STORAGE_ENV) or DEFAULT_STORAGE, tracking_uri or env(names.TRACKING_ENV),
+                   experiment or env(names.EXPERIMENT_ENV) or DEFAULT_EXPERIMENT,
+                   int(env(names.HEARTBEAT_ENV) or DEFAULT_HEARTBEAT_S), int(env(names.GRACE_ENV) or DEFAULT_GRACE_S))
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that make from_env (and the CLI's global options) find these stores."""
-        env = {STORAGE_ENV: self.storage_url, EXPERIMENT_ENV: self.experiment,
-               HEARTBEAT_ENV: str(self.heartbeat_s), GRACE_ENV: str(self.grace_s)}
+        env = {names.STORAGE_ENV: self.storage_url, names.EXPERIMENT_ENV: self.experiment,
+               names.HEARTBEAT_ENV: str(self.heartbeat_s), names.GRACE_ENV: str(self.grace_s)}
         if self.data_dir is not None:
-            env[DATA_ENV] = str(self.data_dir)
+            env[names.DATA_ENV] = str(self.data_dir)
         if self.tracking_uri is not None:
-            env[TRACKING_ENV] = self.tracking_uri
+            env[names.TRACKING_ENV] = self.tracking_uri
         return env
 
     def heartbeat_params(self) -> dict:
@@ -118,7 +112,7 @@ class Session:
         self.tracker  # noqa: B018 - opening it is the check
 
     def study_name(self, stage: str) -> str:
-        return study_name(self.experiment, stage)
+        return names.study_name(self.experiment, stage)
 
     def load_study(self, stage: str) -> optuna.Study | None:
         try:

@@ -14,7 +14,7 @@ from pipeline.names import IMPORTED_ATTR, SPACE_ATTR
 from pipeline.search import warm
 from pipeline.session import open_storage
 from pipeline.settings import space
-from pipeline.workers.ownership import tally
+from pipeline.workers.waiting import tally
 from tests.conftest import hpsearch
 
 LAM = {"train.lambda": space.Dimension("train.lambda", "float", 1e-5, 1e-1, True)}

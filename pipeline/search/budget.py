@@ -42,6 +42,18 @@ class Deadline:
         return f"the --timeout of {self.seconds:g} s"
 
 
+def stopped(tracker, parent_run_id: str, deadline: Deadline, summary):
+    """A stage the deadline stopped: its run KILLED with the tag saying why (a rerun reopens it and continues),
+    and the summary saying so."""
+    import dataclasses
+
+    from pipeline.names import STOPPED_TAG
+
+    tracker.set_tags(parent_run_id, {STOPPED_TAG: f"{deadline.describe()} passed"})
+    tracker.set_status(parent_run_id, "KILLED")
+    return dataclasses.replace(summary, stopped=deadline.describe())
+
+
 def deadline_for(timeout: float | None) -> Deadline | None:
     """A worker's deadline is its starter's; else the command's own --timeout from now; else none."""
     return Deadline.from_env() or (Deadline.after(timeout) if timeout is not None else None)

@@ -18,7 +18,7 @@ import sys
 import optuna
 
 from pipeline.names import IMPORTANCE_PREFIX, IMPORTANCES_BOTH_PREFIX
-from pipeline.search.results import completed
+from pipeline.search.results import completed, study_space
 from pipeline.settings.space import Dimension
 
 MIN_TRIALS = 4  # PED-ANOVA compares the top trials with the rest: two of each at least
@@ -111,9 +111,7 @@ def table(metrics: dict[str, float]):
 def importance_of(session, stage: str, study: optuna.Study):
     """`Project.importance(stage)` and `hpsearch report`: the stage's importance table, computed from the stored
     trials with the space the study recorded; .attrs["note"] says why it is empty, if it is."""
-    from pipeline.search.stages import coarse_space_of
-
-    searched = coarse_space_of(study)
+    searched = study_space(study)
     studies = {stage: study}
     if stage == "fine":
         studies["coarse"] = session.load_study("coarse")

@@ -9,9 +9,18 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import FINAL_STAGE, IMPORTED_ATTR, LAMBDA, N_VAL_ATTR, RUN_ATTR, SEARCH_STAGES, SETTINGS_ATTR
+from pipeline.names import (
+    FINAL_STAGE,
+    IMPORTED_ATTR,
+    LAMBDA,
+    N_VAL_ATTR,
+    RUN_ATTR,
+    SEARCH_STAGES,
+    SETTINGS_ATTR,
+    SPACE_ATTR,
+)
 from pipeline.settings import legacy
-from pipeline.workers.ownership import FINISHED, is_surplus
+from pipeline.workers import FINISHED, is_surplus
 
 
 @dataclass
@@ -59,6 +68,15 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
         if LAMBDA in best.params:
             out["best_lambda"] = best.params[LAMBDA]
     return out
+
+
+def study_space(study: optuna.Study) -> dict:
+    """The space a study recorded when it was created (setting key -> space.Dimension)."""
+    from pipeline.settings import space
+
+    if SPACE_ATTR in study.user_attrs:
+        return space.from_json(study.user_attrs[SPACE_ATTR])
+    return legacy.coarse_space(study)  # a coarse study of hpsearch 0.1 searched λ alone
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

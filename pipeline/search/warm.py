@@ -21,9 +21,10 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import ConfigError, UserError
-from pipeline.names import IMPORTED_ATTR, SPACE_ATTR, study_name
+from pipeline.names import IMPORTED_ATTR, study_name
+from pipeline.search.results import study_space
 from pipeline.settings import toml
-from pipeline.settings.space import Dimension, from_json
+from pipeline.settings.space import Dimension
 
 ENQUEUE_TABLE = "trial"
 
@@ -83,7 +84,7 @@ def import_trials(study: optuna.Study, storage, experiment: str, stage: str, sea
         raise UserError(f"--from-experiment: no study {source!r} in this storage") from None
     if any(t.user_attrs.get(IMPORTED_ATTR, "").startswith(f"{source}/") for t in study.get_trials(deepcopy=False)):
         return 0  # imported by an earlier run of this stage
-    theirs = _space_of(other)
+    theirs = study_space(other)
     if _shape(theirs) != _shape(searched):
         raise UserError(f"--from-experiment: the spaces do not match: {source} searches "
                         f"{_describe(theirs)}; this stage searches {_describe(searched)}")
@@ -110,12 +111,6 @@ def warm_start(session, study: optuna.Study, stage: str, searched: dict[str, Dim
     if enqueue is not None:
         if n := enqueue_rows(study, searched, read_enqueue(enqueue, searched, n_trials)):
             session.terminal.say(f"{stage}: {n} setting(s) of {enqueue} enqueued to be tried first")
-
-
-def _space_of(study: optuna.Study) -> dict[str, Dimension]:
-    if SPACE_ATTR not in study.user_attrs:
-        raise UserError(f"--from-experiment: {study.study_name} records no space (made by hpsearch 0.1)")
-    return from_json(study.user_attrs[SPACE_ATTR])
 
 
 def _shape(searched: dict[str, Dimension]) -> dict:

@@ -41,8 +41,14 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    return reaches(os.killpg, pgid)
+
+
+def reaches(send, target: int) -> bool:
+    """Whether signal 0 sent by `send` (os.kill to a pid, os.killpg to a group) finds its target: one we may not
+    signal exists too."""
     try:
-        os.killpg(pgid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
