@@ -18,6 +18,7 @@ from pipeline.names import (
     SEARCH_STAGES,
     SPACE_ATTR,
 )
+from pipeline.search import budget, insights, warm
 from pipeline.search.objective import Objective, TrialContext, data_params
 from pipeline.search.results import (
     StageSummary,
@@ -25,6 +26,7 @@ from pipeline.search.results import (
     completed,
     lambda_points,
     stage_metrics,
+    study_space,
     trial_settings,
     trial_table,
 )
@@ -46,37 +48,52 @@ from pipeline.workers import (
 )
 
 
-def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
-    """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage)."""
+def run_search(session: Session, stage: str, cfg: Settings, deadline=None, enqueue=None,
+               from_experiment: str | None = None) -> StageSummary:
+    """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage), or until the
+    deadline (budget.Deadline) passes. `enqueue` (a FILE.toml) and `from_experiment` warm-start the study."""
     session.check_tracking()
-    searched, source = stage_space(session, stage, cfg)
-    cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
-    study, created = open_study(session, stage, cfg)
-    if created:
-        record_space(study, searched, source)
+    cfg, study, searched, source = prepare(session, stage, cfg, enqueue, from_experiment)
     log_scale = frozenset(key for key, dim in searched.items() if dim.log)
     shared = start_stage(session, study, stage, cfg, lambda trial: space.suggest(searched, trial), log_scale,
                          source)
     return settle(session, study, shared, cfg.search.n_trials,
                   lambda close: finish_stage(session, stage, study, shared.parent_run_id, cfg.search.n_trials,
-                                             searched, close))
+                                             searched, close), deadline=deadline)
 
 
-def settle(session: Session, study: optuna.Study, context: TrialContext, n: int, finish, refill=lambda: None):
+def prepare(session: Session, stage: str, cfg: Settings, enqueue=None, from_experiment: str | None = None):
+    """The stage's space and study (created with its space recorded), warm-started once.
+    Returns (cfg with the searched space, study, space, where the space came from)."""
+    searched, source = stage_space(session, stage, cfg)
+    cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
+    study, created = open_study(session, stage, cfg)
+    if created:
+        record_space(study, searched, source)
+    warm.warm_start(session, study, stage, searched, cfg.search.n_trials, enqueue, from_experiment)
+    return cfg, study, searched, source
+
+
+def settle(session: Session, study: optuna.Study, context: TrialContext, n: int, finish, refill=lambda: None,
+           deadline=None):
     """Run trials until the study holds n finished ones, counting those other workers run; then wait until theirs
     settle, taking over from a worker that died. `finish(close)` summarises the stage; the worker that completes
     the stage closes its run (once, whichever worker gets there: `finish(True)` claims it), the others only read.
-    `refill` re-enqueues what a dead worker held."""
+    `refill` re-enqueues what a dead worker held. Past the deadline no trial starts; running ones finish."""
     close = closer(session, study, context.parent_run_id)
     while True:
-        run_trials(session, study, context, n, refill)
+        run_trials(session, study, context, n, refill, deadline)
         close()  # Optuna fails stale trials as each trial starts: their runs are closed (or handed over) here
         result = finish(True)
         if result.complete:
             return result
-        wait_until_settled(study, session.terminal.say, n=n, on_failed=close, before_fail=close.before_fail)
+        stopping = deadline is not None and deadline.passed()
+        wait_until_settled(study, session.terminal.say, n=None if stopping else n, on_failed=close,
+                           before_fail=close.before_fail)
         if tally(study).finished >= n:
             return finish(True)  # the worker that completed the stage may have died before closing its run
+        if stopping:
+            return budget.stopped(context.tracker, context.parent_run_id, deadline, finish(False))
 
 
 def closer(session: Session, study: optuna.Study, parent_run_id: str) -> Closer:
@@ -111,7 +128,7 @@ def fine_space(session: Session, cfg: Settings) -> tuple[space.Space, dict]:
     if not done:
         raise UserError("the coarse study has no completed trial (every trial pruned or failed); the fine space "
                         "needs one: run `hpsearch search coarse` again with more trials or a milder pruner")
-    coarse_space = coarse_space_of(coarse)
+    coarse_space = study_space(coarse)
     top = sorted(done, key=lambda t: (-t.value, t.number))[:2]
     if cfg.fine.rule == "top2":
         fine = space.refine_top2(coarse_space, [trial_settings(t) for t in top], cfg.fine.widen)
@@ -133,12 +150,6 @@ def settled_study(session: Session, stage: str) -> optuna.Study | None:
         close = closer(session, study, parent) if parent else None
         wait_until_settled(study, session.terminal.say, on_failed=close, before_fail=close and close.before_fail)
     return study
-
-
-def coarse_space_of(study: optuna.Study) -> space.Space:
-    if SPACE_ATTR in study.user_attrs:
-        return space.from_json(study.user_attrs[SPACE_ATTR])
-    return legacy.coarse_space(study)
 
 
 def record_space(study: optuna.Study, searched: space.Space, source: dict) -> None:
@@ -175,15 +186,16 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
                         params, session.data_origin)
 
 
-def run_trials(session: Session, study: optuna.Study, context: TrialContext, n: int, refill=lambda: None) -> None:
-    """Until the study holds n finished trials, counting those other workers are running. `refill` enqueues
-    the values a stage of enqueued trials still lacks."""
+def run_trials(session: Session, study: optuna.Study, context: TrialContext, n: int, refill=lambda: None,
+               deadline=None) -> None:
+    """Until the study holds n finished trials, counting those other workers are running, or the deadline passed.
+    `refill` enqueues the values a stage of enqueued trials still lacks."""
     objective = Objective(context)
     try:
         while True:
             done = tally(study)
             session.terminal.stage(context.name, n, min(done.finished, n))
-            if done.finished + done.running >= n:
+            if done.finished + done.running >= n or (deadline is not None and deadline.passed()):
                 break
             refill()
             announce = _announce(session, context.name, n)
@@ -282,7 +294,6 @@ def close_stage(session: Session, stage: str, study: optuna.Study, parent: str, 
         figure = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: " + " and ".join(points), fine_range,
                                           best.user_attrs.get(N_VAL_ATTR) if best else None)
         tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
-    if len(searched) > 1:
-        tracker.log_figure(parent, plots.parallel_coordinates(study, searched), "parallel_coordinates.png")
     tracker.log_text(parent, trial_table(study).to_csv(index=False), "trials.csv")
+    insights.log_insights(session, stage, study, parent, searched)
     tracker.set_status(parent, "FINISHED")

@@ -13,7 +13,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import CLAIM_ATTR, SURPLUS_ATTR
+from pipeline.names import CLAIM_ATTR, IMPORTED_ATTR, SURPLUS_ATTR
 from pipeline.workers.owners import record_owner
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # trials that hold a key
@@ -80,6 +80,8 @@ def slot_key(study: optuna.Study, number: int, n: int) -> str | None:
     held, keyless = set(), []
     for t in study.get_trials(deepcopy=False, states=LIVE):
         key = t.user_attrs.get(CLAIM_ATTR)
+        if IMPORTED_ATTR in t.user_attrs:  # added for the sampler (--from-experiment): holds no slot
+            continue
         if key is not None and key.startswith(SLOT):
             held.add(int(key[len(SLOT):]))
         elif t.number < number:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import OWNER_ATTRS
+from pipeline.names import IMPORTED_ATTR, OWNER_ATTRS
 from pipeline.workers.claim import LIVE
 from pipeline.workers.owners import is_orphan, owner_alive
 
@@ -24,7 +24,8 @@ class Tally(NamedTuple):
 
 
 def tally(study: optuna.Study) -> Tally:
-    states = [t.state for t in study.get_trials(deepcopy=False, states=LIVE)]
+    """What counts towards the stage: its live trials, not those imported for the sampler (--from-experiment)."""
+    states = [t.state for t in study.get_trials(deepcopy=False, states=LIVE) if IMPORTED_ATTR not in t.user_attrs]
     return Tally(sum(s in FINISHED for s in states), states.count(TrialState.RUNNING), states.count(TrialState.WAITING))
 
 
