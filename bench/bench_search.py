@@ -19,6 +19,7 @@ is 2.0. tpe and random are judged at any compute by their best trial among the f
 run gives the whole regret-against-compute curve up to default's. One JSON file per (method, k) in RESULTS: a rerun
 skips what is there. After k's searches, each promoted λ is trained at the final's budget with seed k
 (`Project.train`, studies/final.toml; the same λ once), `final-<method>-<k>.json`; --no-finals skips that.
+Several processes may run with the same --ks: each takes the next k no live one holds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from pipeline.api import Project, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL_EXAMPLES = 1200 * 450  # one unpruned search trial
 SMOKE = {"train.n_s": 20}  # --smoke: tiny schedules, to try the script
+# Evaluations at the ends of cycles only: the pruner judges there and a trial's value is its last, so every decision
+# is the same as with the study files' 5 (search), 2 (confirm) or 10 (final) per cycle, at about half the time.
+CYCLE_ENDS = {"train.checkpoints_per_cycle": 1}
 
 
 def stores(work: Path, method: str, k: int) -> dict:
@@ -202,6 +206,19 @@ def finals(data: str, out: Path, work: Path, k: int, o: dict) -> None:
         done[lam] = doc
 
 
+def claim(out: Path, k: int) -> bool:
+    """Take experiment k unless another live process of this bench holds it (any number of processes share --ks)."""
+    path = out / f".claim-{k}"
+    try:
+        holder = int(path.read_text())
+        os.kill(holder, 0)
+        return holder == os.getpid()
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        path.write_text(str(os.getpid()))
+        time.sleep(0.5)  # two starting at once: the last writer wins, the other sees it
+        return int(path.read_text()) == os.getpid()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="the results folder (one JSON file per method and k)")
@@ -209,12 +226,15 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", required=True)
     ap.add_argument("--no-finals", action="store_true", help="skip training the promoted λ at the final's budget")
     ap.add_argument("--smoke", action="store_true", help="tiny schedules, to try the script")
+    ap.add_argument("--all-checkpoints", action="store_true", help="the study files' evaluations per cycle")
     a = ap.parse_args()
     data = os.environ.get("HPSEARCH_DATA") or sys.exit("set HPSEARCH_DATA to a folder holding cifar-10-batches-py")
     a.out.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)  # the stage files studies/<stage>.toml
     for k in a.ks:
-        o = {"train.seed": k} | (SMOKE if a.smoke else {})
+        if not claim(a.out, k):
+            continue
+        o = {"train.seed": k} | ({} if a.all_checkpoints else CYCLE_ENDS) | (SMOKE if a.smoke else {})
         searches(data, a.out, a.work, k, o)
         if not a.no_finals:
             finals(data, a.out, a.work, k, o)
