@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRIAL_EXAMPLES = 1200 * 450  # one unpruned search trial
 SMOKE = {"train.n_s": 20}  # --smoke: tiny schedules, to try the script
 # Evaluations at the ends of cycles only: the pruner judges there and a trial's value is its last, so every decision
-# is the same as with the study files' 5 (search), 2 (confirm) or 10 (final) per cycle, at about half the time.
+# is the same as with the study files' 5 (search), 2 (confirm) or 10 (final) per cycle, with fewer evaluations.
 CYCLE_ENDS = {"train.checkpoints_per_cycle": 1}
 
 
