@@ -81,7 +81,7 @@ def stores(data_dir=None, storage: str | None = None, tracking_uri: str | None =
 def load_settings(stage: str, config=None, overrides: dict | None = None, sets: list[str] | None = None):
     """A stage's settings: its file (default studies/<stage>.toml) with "key=value" strings as --set takes
     them, then typed values ({"train.n_s": 300}; None leaves the file's value) applied, and validated."""
-    from pipeline import config as cfgmod
+    from pipeline.settings import config as cfgmod
 
     values = dict(cfgmod.parse_override(item) for item in sets or [])
     values |= {key: value for key, value in (overrides or {}).items() if value is not None}
@@ -131,7 +131,7 @@ class Project:
     def __init__(self, data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
                  experiment: str | None = None, *, progress: bool = False):
         from pipeline.session import Session
-        from pipeline.terminal import Lines, Silent
+        from pipeline.terminal.lines import Lines, Silent
 
         self.session = Session(stores(data_dir, storage, tracking_uri, experiment), Lines() if progress else Silent())
 
@@ -150,7 +150,7 @@ class Project:
     @_call
     def data_folder(self) -> Path:
         """The cifar-10-batches-py folder the trainings read (downloaded first when no data folder is set)."""
-        from pipeline.sources import resolve
+        from pipeline.data.sources import resolve
 
         return resolve(self.session.stores.data_dir, self.session.terminal.say)
 
@@ -165,7 +165,7 @@ class Project:
             raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
         if stage == "confirm":
             return self.confirm(config=config, overrides=overrides, settings=settings)
-        from pipeline.stages import run_search
+        from pipeline.search.stages import run_search
 
         cfg = settings or load_settings(stage, config, (overrides or {}) | {"search.n_trials": n_trials})
         return run_search(self.session, stage, cfg)
@@ -174,7 +174,7 @@ class Project:
     def confirm(self, *, config=None, overrides: dict | None = None, settings=None):
         """The confirm stage: k λ over the searches' tie retrained in rounds; returns a ConfirmResult (its
         decision: scores, paired differences, the fit, the chosen settings); `candidates()` shows it as a table."""
-        from pipeline.confirm import run_confirm
+        from pipeline.search.confirm import run_confirm
 
         return run_confirm(self.session, settings or load_settings("confirm", config, overrides))
 
@@ -183,7 +183,7 @@ class Project:
                     confirmed: bool = True, config=None, overrides: dict | None = None, settings=None):
         """The final training on 49,000 images with the promoted λ (lam overrides it), registered as the
         champion. confirmed=False ignores the confirm stage. Returns a RunResult (test accuracy, run id)."""
-        from pipeline.final import train_final
+        from pipeline.final.claim import train_final
 
         cfg = settings or load_settings("final", config, (overrides or {}) | {"search.select": select})
         return train_final(self.session, cfg, lam, force, confirmed)
@@ -192,7 +192,7 @@ class Project:
     def train(self, config, lam: float | None = None, *, overrides: dict | None = None, sets: list[str] | None = None):
         """One tracked training with a study file's settings (e.g. studies/exercise-1.toml), lam instead of its λ;
         sets: "key=value" strings as --set takes them. Returns a RunResult."""
-        from pipeline.trainings import train_run
+        from pipeline.final.trainings import train_run
 
         if lam is not None and lam < 0:
             raise UserError(f"--lambda must be ≥ 0; got {lam}")
@@ -205,7 +205,7 @@ class Project:
     def trials(self, stage: str):
         """A stage's trials: number, settings, value, best and final validation accuracy, state, duration,
         reason and MLflow run id, one row a trial."""
-        from pipeline.results import trial_table
+        from pipeline.search.results import trial_table
 
         study = self._study(stage)
         table = trial_table(study)
@@ -249,7 +249,7 @@ class Project:
     @_call
     def report(self, stages=names.SEARCH_STAGES) -> Report:
         """Each named stage's trial table and `hpsearch report --json`'s document."""
-        from pipeline.results import report_json, stage_tables
+        from pipeline.search.results import report_json, stage_tables
 
         tables = stage_tables(self.session, stages)
         if not tables:
@@ -260,7 +260,7 @@ class Project:
     @_call
     def champion(self):
         """The registered model cifar10-mlp@champion, as an MLflow pyfunc model (predict: (n, 3072) raw pixels)."""
-        from pipeline.registry import load_champion
+        from pipeline.tracking.registry import load_champion
 
         return load_champion(self.session.tracking_uri)
 
@@ -287,7 +287,7 @@ class Project:
     @_call
     def predict_files(self, paths):
         """`hpsearch predict`: PNG/JPEG images or CIFAR-10 batch files; a file that fails is named in .errors."""
-        from pipeline.predict import predict_files
+        from pipeline.views.predict import predict_files
 
         return predict_files(self.session.tracking_uri, paths)
 

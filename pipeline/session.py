@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 
 from model.whiten import WhitenSpec
-from pipeline import sources
+from pipeline.data import sources
 from pipeline.errors import UserError
 from pipeline.names import (
     DEFAULT_EXPERIMENT,
@@ -24,8 +24,8 @@ from pipeline.names import (
     DEFAULT_TRACKING_URI,
     study_name,
 )
-from pipeline.terminal import Lines
-from pipeline.tracking import Tracker
+from pipeline.terminal.lines import Lines
+from pipeline.tracking.tracker import Tracker
 from pipeline.urls import absolute_uri, redact, redact_text
 
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")

@@ -97,13 +97,13 @@ def main_options(
 @contextlib.contextmanager
 def session(ctx: typer.Context, progress: bool = True):
     """A Session for the command; any error a user can cause becomes one line and an exit code."""
-    from pipeline.local_workers import await_go
+    from pipeline.workers.local import await_go
 
     await_go()  # a --jobs worker: until its starter has opened the stores
     with errors():
         from pipeline.api import naming_the_tracking_server
         from pipeline.session import Session
-        from pipeline.terminal import Lines, open_terminal
+        from pipeline.terminal.lines import Lines, open_terminal
 
         with open_terminal() if progress else Lines() as terminal:
             s = Session(ctx.obj, terminal)

@@ -73,7 +73,7 @@ def ui(ctx: typer.Context, port: PortOpt = UI_PORT, open_: OpenOpt = False) -> N
     Example: hpsearch ui --open
     """
     with session(ctx, progress=False) as s:
-        from pipeline.ui import serve
+        from pipeline.views.ui import serve
 
         serve(s, port, typer.echo, open_browser=open_)
 
@@ -98,13 +98,13 @@ def compare(
     Example: hpsearch compare coarse fine --open
     """
     with session(ctx, progress=False) as s:
-        from pipeline import links
+        from pipeline.tracking import links
 
         tracker = s.tracker
         run_ids = links.compare_run_ids(tracker, stages)
         url = links.compare_url(links.ui_base(s.tracking_uri, port), run_ids, [tracker.experiment_id])
         if as_json:
-            from pipeline.results import report_json, stage_tables
+            from pipeline.search.results import report_json, stage_tables
 
             doc = report_json(s, stage_tables(s, stages))
             typer.echo(json.dumps(doc | {"url": url, "run_ids": run_ids}, indent=2))
@@ -130,7 +130,7 @@ def data_check(
     """
     with errors():
         from model.cifar10 import DEFAULT_DOWNLOAD_DIR
-        from pipeline.datacheck import check
+        from pipeline.data.check import check
 
         paths = paths or [ctx.obj.data_dir or DEFAULT_DOWNLOAD_DIR]
         code = check(paths, typer.echo, lambda line: typer.echo(line, err=True))

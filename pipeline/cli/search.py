@@ -28,7 +28,7 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
 def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1):
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import workers
+        from pipeline.workers.local import workers
 
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
         with workers(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
@@ -45,7 +45,7 @@ def _args(config=None, sets=None, n_trials=None, sampler=None, prune=None, prune
 
 
 def print_summary(summary) -> None:
-    from pipeline.objective import describe
+    from pipeline.search.objective import describe
 
     done = "complete" if summary.complete else "not complete yet (other workers still running?)"
     typer.echo(f"{summary.stage}: {summary.n_finished}/{summary.n_target} trials finished, {done}")
@@ -89,7 +89,7 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
     """
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import workers
+        from pipeline.workers.local import workers
 
         cfg = settings("confirm", config, set_)
         with workers(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
@@ -97,7 +97,7 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
 
 
 def print_confirm(result) -> None:
-    from pipeline.objective import describe
+    from pipeline.search.objective import describe
 
     done = "complete" if result.complete else "not complete yet (other workers still running?)"
     d = result.decision
@@ -132,7 +132,7 @@ def pipeline(
 
     Example: HPSEARCH_DATA=~/cifar hpsearch pipeline
     """
-    from pipeline.config import default_path
+    from pipeline.settings.config import default_path
 
     def path(stage: str):
         return default_path(f"{config_set}-{stage}" if config_set else stage)
@@ -142,7 +142,7 @@ def pipeline(
         ctx.obj = dataclasses.replace(ctx.obj, experiment=f"{ctx.obj.experiment}-{config_set}")
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import default_jobs, workers
+        from pipeline.workers.local import default_jobs, workers
 
         searches = {stage: settings(stage, path(stage), typed={"search.n_trials": n_trials}) for stage in
                     ("coarse", "fine")}  # every file is checked before anything starts

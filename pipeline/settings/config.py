@@ -19,8 +19,8 @@ from pathlib import Path
 from model import cifar10
 from model.train import TrainSettings
 from model.whiten import WhitenSpec
-from pipeline import space, toml
 from pipeline.errors import ConfigError
+from pipeline.settings import space, toml
 
 STUDIES = Path("studies")
 SAMPLERS = ("random", "tpe", "qmc")

@@ -1,7 +1,7 @@
 """`hpsearch ui`: the MLflow UI on the project's tracking store, bound to 127.0.0.1, until Ctrl-C.
 
 It prints (and with --open opens) the experiment's runs view, not the server's root, which is the GenAI home
-page in MLflow 3.x, and the compare pages of the latest coarse and fine trials (pipeline/links.py).
+page in MLflow 3.x, and the compare pages of the latest coarse and fine trials (pipeline/tracking/links.py).
 
 The server (`python -m mlflow ui` from this interpreter) runs in its own process group, so Ctrl-C in
 the terminal reaches only us; we then stop the whole group (the mlflow CLI, uvicorn and its
@@ -23,9 +23,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import links
 from pipeline.errors import Terminated, UserError
 from pipeline.names import SEARCH_STAGES
+from pipeline.tracking import links
 from pipeline.urls import check_reachable, is_http, sqlite_path
 
 HOST = links.UI_HOST

@@ -17,18 +17,17 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from pipeline.config import ConfirmSection, Settings
-from pipeline.confirm import racing, report
-from pipeline.confirm.candidates import Candidate, choose_candidates, near
-from pipeline.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
-from pipeline.confirm.racing import Decision, Training, decide, plan
 from pipeline.errors import ConfigError, UserError
 from pipeline.names import SEARCH_STAGES
-from pipeline.results import trial_settings
-from pipeline.sampling import LIVE
+from pipeline.search.confirm import racing, report
+from pipeline.search.confirm.candidates import Candidate, choose_candidates, near
+from pipeline.search.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
+from pipeline.search.confirm.racing import Decision, Training, decide, plan
+from pipeline.search.results import trial_settings
+from pipeline.search.stages import open_study, settle, settled_study, start_stage
 from pipeline.session import Session
-from pipeline.stages import open_study, settle, settled_study, start_stage
-from pipeline.workers import FINISHED, claim_enqueued, tally
+from pipeline.settings.config import ConfirmSection, Settings
+from pipeline.workers.ownership import FINISHED, LIVE, claim_enqueued, tally
 
 STAGE = "confirm"
 CANDIDATES_ATTR, CHOSEN_ATTR, FOLDS_ATTR, PLAN_ATTR = "candidates", "chosen", "folds", "plan"

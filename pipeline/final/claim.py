@@ -15,15 +15,14 @@ import os
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.config import Settings
 from pipeline.errors import UserError
-from pipeline.local_workers import blas_threads
+from pipeline.final.trainings import RunResult, final_settings, previous_final, train_run
 from pipeline.names import FINAL_STAGE, RUN_ATTR
-from pipeline.objective import describe
-from pipeline.sampling import LIVE
+from pipeline.search.objective import describe
 from pipeline.session import Session
-from pipeline.trainings import RunResult, final_settings, previous_final, train_run
-from pipeline.workers import SurplusTrial, owner, wait_until_settled
+from pipeline.settings.config import Settings
+from pipeline.workers.local import blas_threads
+from pipeline.workers.ownership import LIVE, SurplusTrial, owner, wait_until_settled
 
 DIGEST_ATTR = "config_digest"
 TRIAL_TAG = "final_trial"  # the final run's tag naming its claim, so a dead claimer's run can be closed

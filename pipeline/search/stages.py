@@ -7,16 +7,25 @@ import dataclasses
 import optuna
 from optuna.trial import TrialState
 
-from pipeline import plots, space
-from pipeline.config import Settings
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, OBJECTIVE, PARENT_ATTR, SEARCH_STAGES
-from pipeline.objective import Objective, Stage, data_params
-from pipeline.results import StageSummary, best_of, completed, lambda_points, stage_metrics, trial_settings, trial_table
-from pipeline.sampling import make_pruner, make_sampler
+from pipeline.search.objective import Objective, Stage, data_params
+from pipeline.search.results import (
+    StageSummary,
+    best_of,
+    completed,
+    lambda_points,
+    stage_metrics,
+    trial_settings,
+    trial_table,
+)
+from pipeline.search.sampling import make_pruner, make_sampler
 from pipeline.session import Session
-from pipeline.tracking import NOTE, code_version
-from pipeline.workers import SurplusTrial, recover_orphans, tally, wait_until_settled
+from pipeline.settings import space
+from pipeline.settings.config import Settings
+from pipeline.tracking import plots
+from pipeline.tracking.tracker import NOTE, code_version
+from pipeline.workers.ownership import SurplusTrial, recover_orphans, tally, wait_until_settled
 
 SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.config import ConfirmSection
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, SEARCH_STAGES
-from pipeline.results import best_trial, completed, standard_error, trial_settings
+from pipeline.search.results import best_trial, completed, standard_error, trial_settings
 from pipeline.session import Session
+from pipeline.settings.config import ConfirmSection
 
 KEY = "train.lambda"
 

@@ -8,11 +8,11 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.config import ConfirmSection
-from pipeline.confirm.candidates import KEY
-from pipeline.confirm.racing import Decision, Score
-from pipeline.objective import describe
-from pipeline.tracking import NOTE
+from pipeline.search.confirm.candidates import KEY
+from pipeline.search.confirm.racing import Decision, Score
+from pipeline.search.objective import describe
+from pipeline.settings.config import ConfirmSection
+from pipeline.tracking.tracker import NOTE
 
 ROUND_MARKERS = "os^vD<>p*h"
 

@@ -8,17 +8,18 @@ from dataclasses import dataclass
 from model.cifar10 import CLASSES
 from model.network import evaluate
 from model.train import DivergedError, train
-from pipeline import registry
-from pipeline.config import Settings
-from pipeline.confirm import chosen_settings
-from pipeline.data_input import DataInput
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, MODEL_ALIAS, MODEL_NAME, SEARCH_STAGES
-from pipeline.objective import data_params
-from pipeline.results import best_trial, trial_settings
+from pipeline.search.confirm import chosen_settings
+from pipeline.search.objective import data_params
+from pipeline.search.results import best_trial, trial_settings
+from pipeline.search.stages import settled_study
 from pipeline.session import Session
-from pipeline.stages import settled_study
-from pipeline.tracking import TrackedRun, code_version
+from pipeline.settings.config import Settings
+from pipeline.tracking import registry
+from pipeline.tracking.data_input import DataInput
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.tracker import code_version
 
 
 @dataclass

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.names import FINAL_STAGE, LAMBDA, RUN_ATTR, SEARCH_STAGES
-from pipeline.workers import FINISHED
+from pipeline.workers.ownership import FINISHED
 
 
 @dataclass

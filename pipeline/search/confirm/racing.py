@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import ConfirmSection
-from pipeline.confirm.candidates import KEY, Candidate
-from pipeline.confirm.fit import Fit, fit_quadratic
-from pipeline.confirm.paired import Paired, paired
-from pipeline.results import standard_error
+from pipeline.search.confirm.candidates import KEY, Candidate
+from pipeline.search.confirm.fit import Fit, fit_quadratic
+from pipeline.search.confirm.paired import Paired, paired
+from pipeline.search.results import standard_error
+from pipeline.settings.config import ConfirmSection
 
 
 @dataclass(frozen=True)

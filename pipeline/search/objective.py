@@ -10,11 +10,12 @@ import optuna
 
 from model.cifar10 import Dataset
 from model.train import DivergedError, train
-from pipeline.config import Settings
-from pipeline.data_input import DataInput
 from pipeline.names import OBJECTIVE, RUN_ATTR
-from pipeline.tracking import TrackedRun, Tracker
-from pipeline.workers import claim_slot, owner
+from pipeline.settings.config import Settings
+from pipeline.tracking.data_input import DataInput
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.tracker import Tracker
+from pipeline.workers.ownership import claim_slot, owner
 
 SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
 

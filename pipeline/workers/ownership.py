@@ -18,8 +18,7 @@ from typing import NamedTuple
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.sampling import LIVE
-
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ORPHAN_AGE_S = 120  # a RUNNING trial without an owner this old was killed before it said who ran it
 

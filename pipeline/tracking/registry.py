@@ -21,7 +21,7 @@ from pipeline.names import MODEL_ALIAS, MODEL_NAME, MODEL_URI
 from pipeline.urls import check_reachable, redact, redact_text, sqlite_path
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-MODEL = Path(__file__).resolve().parents[1] / "model"
+MODEL = Path(__file__).resolve().parents[2] / "model"
 SHIPPED = ("network.py", "augment.py")  # the forward pass and the mirror image test-time averaging needs
 ARTIFACT = "model"
 

@@ -1,0 +1,1 @@
+"""What a command prints on its terminal: our own progress lines (lines)."""
