@@ -8,7 +8,8 @@ stores (SCRATCH/<method>-<k>/: an sqlite Optuna storage and an MLflow store), ex
 
 - default:     coarse (8) + fine (8) + confirm, the pipeline's stages through `pipeline.api.Project`;
 - report:      the same searches' best trial (`--no-confirm`, the report's procedure): read from default's stores;
-- tpe:         one TPE study (the coarse space, the median pruner) run until it has trained default's compute;
+- tpe:         one TPE study (the coarse space, the median pruner) run until it has trained --budget (30) and
+               default's compute;
 - random:      the same with plain random search (no Latin hypercube, so any prefix is a random search of its own);
 - tpe-confirm: the tpe study's first trials, as many as default's compute minus its confirm stage's allow, copied
                into a fresh experiment, then the confirm stage on them (no fine stage).
@@ -19,7 +20,8 @@ is 2.0. tpe and random are judged at any compute by their best trial among the f
 run gives the whole regret-against-compute curve up to default's. One JSON file per (method, k) in RESULTS: a rerun
 skips what is there. After k's searches, each promoted λ is trained at the final's budget with seed k
 (`Project.train`, studies/final.toml; the same λ once), `final-<method>-<k>.json`; --no-finals skips that.
-Several processes may run with the same --ks: each takes the next k no live one holds.
+Several processes may run with the same --ks: each takes the next task (default, tpe, random, tpe-confirm, finals
+of some k) whose inputs are there and that no live process holds; tpe and random need not wait for default.
 """
 
 from __future__ import annotations
@@ -171,16 +173,32 @@ def load(out: Path, method: str, k: int) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def searches(data: str, out: Path, work: Path, k: int, o: dict) -> None:
-    if load(out, "default", k) is None:
+TASKS = ("default", "tpe", "random", "tpe-confirm", "finals")  # each k's, in the order they may start
+NEEDS = {"tpe-confirm": ("default", "tpe"), "finals": ("default", "tpe", "random", "tpe-confirm")}
+
+
+def done(out: Path, task: str, k: int) -> bool:
+    if task == "finals":
+        return all(load(out, f"final-{m}", k) is not None for m in ("default", "report", "tpe", "random",
+                                                                     "tpe-confirm"))
+    doc, default = load(out, task, k), load(out, "default", k)
+    if task in ("tpe", "random") and doc and default:  # a study that ended before default's compute was known
+        return doc["compute"] >= default["compute"]
+    return doc is not None
+
+
+def run(task: str, data: str, out: Path, work: Path, k: int, o: dict, budget: float) -> None:
+    if task == "default":
         for method, doc in run_default(data, work, k, o).items():
             save(out, method, k, doc)
-    default = load(out, "default", k)
-    for method in ("tpe", "random"):
-        if load(out, method, k) is None:
-            save(out, method, k, run_study(data, work, method, k, default["compute"], o))
-    if load(out, "tpe-confirm", k) is None:
-        save(out, "tpe-confirm", k, run_tpe_confirm(data, work, k, default, load(out, "tpe", k), o))
+    elif task in ("tpe", "random"):  # at least default's compute, so its curve reaches default's point
+        default = load(out, "default", k)
+        target = max(budget, default["compute"] if default else 0.0)
+        save(out, task, k, run_study(data, work, task, k, target, o))
+    elif task == "tpe-confirm":
+        save(out, task, k, run_tpe_confirm(data, work, k, load(out, "default", k), load(out, "tpe", k), o))
+    else:
+        finals(data, out, work, k, o)
 
 
 def promoted(out: Path, k: int) -> dict:
@@ -206,9 +224,9 @@ def finals(data: str, out: Path, work: Path, k: int, o: dict) -> None:
         done[lam] = doc
 
 
-def claim(out: Path, k: int) -> bool:
-    """Take experiment k unless another live process of this bench holds it (any number of processes share --ks)."""
-    path = out / f".claim-{k}"
+def claim(out: Path, task: str, k: int) -> bool:
+    """Take a task unless another live process of this bench holds it (any number of processes share the work)."""
+    path = out / f".claim-{task}-{k}"
     try:
         holder = int(path.read_text())
         os.kill(holder, 0)
@@ -226,18 +244,22 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", required=True)
     ap.add_argument("--no-finals", action="store_true", help="skip training the promoted λ at the final's budget")
     ap.add_argument("--smoke", action="store_true", help="tiny schedules, to try the script")
+    ap.add_argument("--budget", type=float, default=30.0,
+                    help="tpe and random train at least this compute (and at least default's, when it is known)")
     ap.add_argument("--all-checkpoints", action="store_true", help="the study files' evaluations per cycle")
     a = ap.parse_args()
     data = os.environ.get("HPSEARCH_DATA") or sys.exit("set HPSEARCH_DATA to a folder holding cifar-10-batches-py")
     a.out.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)  # the stage files studies/<stage>.toml
-    for k in a.ks:
-        if not claim(a.out, k):
+    tasks = [(k, t) for k in a.ks for t in TASKS if not (a.no_finals and t == "finals")]
+    while left := [(k, t) for k, t in tasks if not done(a.out, t, k)]:
+        ready = [(k, t) for k, t in left if all(done(a.out, n, k) for n in NEEDS.get(t, ()))]
+        k, task = next(((k, t) for k, t in ready if claim(a.out, t, k)), (None, None))
+        if task is None:  # what is left waits for other processes' tasks
+            time.sleep(30)
             continue
         o = {"train.seed": k} | ({} if a.all_checkpoints else CYCLE_ENDS) | (SMOKE if a.smoke else {})
-        searches(data, a.out, a.work, k, o)
-        if not a.no_finals:
-            finals(data, a.out, a.work, k, o)
+        run(task, data, a.out, a.work, k, o, a.budget)
 
 
 if __name__ == "__main__":
