@@ -43,11 +43,12 @@ def docs_for(k, default_compute, tpe_rows, shift=0.0):
     confirm = [trial(i, 5e-3, 0.52, 2.0) for i in range(2)]
     return {
         ("default", k): {"lambda": 5e-3 * (1 + shift), "compute": default_compute, "wall": 10,
-                         "trials": {"confirm": confirm}},
+                         "trials": {"coarse": [trial(0, 1e-3, 0.49)], "fine": [], "confirm": confirm}},
         ("report", k): {"lambda": 1e-3, "compute": default_compute - 1, "wall": 8},
         ("tpe", k): {"compute": 9, "wall": 9, "trials": {"coarse": tpe_rows}},
         ("random", k): {"compute": 9, "wall": 9, "trials": {"coarse": tpe_rows}},
-        ("tpe-confirm", k): {"lambda": 2.5e-3, "compute": default_compute, "wall": 9},
+        ("tpe-confirm", k): {"lambda": 2.5e-3, "compute": default_compute, "wall": 9,
+                             "trials": {"coarse": tpe_rows[:1], "confirm": confirm}},
     }
 
 
@@ -56,6 +57,7 @@ def test_a_study_is_judged_by_its_best_trial_within_defaults_compute_not_by_a_la
     table = {(r["method"], r["k"]): r for r in sr.rows_of(docs_for(1, 2.0, rows))}
     assert table[("tpe", 1)]["lambda"] == 1e-4 and table[("tpe", 1)]["compute"] == 2.0
     assert table[("tpe@report", 1)]["lambda"] == 1e-3  # at report's compute (1.0): the first trial alone
+    assert table[("tpe", 1)]["wall"] == 10.0 and table[("report", 1)]["wall"] == 5.0  # the trainings' seconds
 
 
 def test_a_k_missing_any_method_is_left_out_of_the_comparison():
