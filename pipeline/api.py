@@ -17,65 +17,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import names
 from pipeline.errors import UserError
+from pipeline.terminal.quiet import quietly
 
 STAGES = (*names.SEARCH_STAGES, "confirm")
-# Our own lines say what happened: Optuna's and MLflow's INFO logs and experimental warnings stay quiet, MLflow
-# prints no "View run at <tracking URI>" lines (the URI may hold a password), and an unreachable MLflow server
-# fails in seconds instead of retrying for minutes. A value the user set wins.
-QUIET_ENV = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-             "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-QUIET_LEVELS = {"mlflow": logging.WARNING, "optuna": logging.ERROR}
-EXPERIMENTAL = r".*is (an )?experimental"  # QMCSampler, heartbeats, metric names
-
-
-def quiet_libraries() -> None:
-    """The command line's process-wide settings, made once when it starts (see QUIET_ENV)."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    for name, level in QUIET_LEVELS.items():  # in case the library was imported before: tests, notebooks
-        logging.getLogger(name).setLevel(level)
-    warnings.filterwarnings("ignore", message=EXPERIMENTAL)
-
-
-@contextlib.contextmanager
-def quietly():
-    """The same settings for the duration of one API call, then the notebook's own again."""
-    added = [key for key in QUIET_ENV if key not in os.environ]
-    levels = {name: logging.getLogger(name).level for name in QUIET_LEVELS}
-    try:
-        with warnings.catch_warnings():
-            quiet_libraries()
-            yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+FINAL_TAGS = (names.MODEL_VERSION_TAG, names.LAMBDA_SOURCE_TAG)  # the finals table shows them
 
 
 def stores(data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
            experiment: str | None = None):
-    """Where data, studies and runs live, as the CLI finds them: an argument, else its variable, else the default."""
+    """Where data, studies and runs live, as the CLI finds them: the argument, else its environment variable
+    (HPSEARCH_DATA, HPSEARCH_STORAGE, MLFLOW_TRACKING_URI, HPSEARCH_EXPERIMENT; the heartbeat's
+    HPSEARCH_HEARTBEAT_S and HPSEARCH_GRACE_S), else the default (session.Stores.from_env)."""
     from pipeline.session import Stores
 
-    def env(name: str) -> str | None:
-        return os.environ.get(name) or None  # an empty variable counts as unset, as on the command line
-
-    data = data_dir if data_dir is not None else env(names.DATA_ENV)
-    return Stores(None if data is None else Path(data),
-                  storage or env(names.STORAGE_ENV) or names.DEFAULT_STORAGE, tracking_uri or env(names.TRACKING_ENV),
-                  experiment or env(names.EXPERIMENT_ENV) or names.DEFAULT_EXPERIMENT,
-                  int(env(names.HEARTBEAT_ENV) or names.DEFAULT_HEARTBEAT_S),
-                  int(env(names.GRACE_ENV) or names.DEFAULT_GRACE_S))
+    return Stores.from_env(data_dir, storage, tracking_uri, experiment)
 
 
 def load_settings(stage: str, config=None, overrides: dict | None = None, sets: list[str] | None = None):
@@ -212,7 +172,7 @@ class Project:
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         at = table.columns.get_loc("best_val_accuracy")
         table.insert(at, "value", [trials[n].value for n in table["trial"]])
-        table["mlflow_run_id"] = [trials[n].user_attrs.get(names.RUN_ATTR) for n in table["trial"]]
+        table[names.RUN_ATTR] = [trials[n].user_attrs.get(names.RUN_ATTR) for n in table["trial"]]
         return table
 
     @_call
@@ -240,11 +200,11 @@ class Project:
         rows = [{"run_id": r.info.run_id, "status": r.info.status, lam: float(r.data.params.get(lam, "nan")),
                  "test_accuracy": r.data.metrics.get("test_accuracy"),
                  "val_accuracy": r.data.metrics.get("val_accuracy"),
-                 **{key: r.data.tags.get(f"{names.TAG_PREFIX}.{key}") for key in ("model_version", "lambda_source")},
+                 **{key: r.data.tags.get(names.tag(key)) for key in FINAL_TAGS},
                  "start_time": pd.Timestamp(r.info.start_time, unit="ms")}
                 for r in self.session.tracker.find_runs(role="final")]
         return pd.DataFrame(rows, columns=["run_id", "status", lam, "test_accuracy", "val_accuracy",
-                                           "model_version", "lambda_source", "start_time"])
+                                           *FINAL_TAGS, "start_time"])
 
     @_call
     def report(self, stages=names.SEARCH_STAGES) -> Report:

@@ -103,7 +103,7 @@ def test_workers_start_before_the_stores_check_but_open_nothing_when_it_refuses(
 
     from pipeline.errors import UserError
     from pipeline.session import Stores
-    from pipeline.workers.local import workers
+    from pipeline.workers.local import worker_processes as workers
 
     def refuse():
         time.sleep(5)  # a worker that did not wait would have opened the stores and begun a trial by now

@@ -37,14 +37,15 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                        f"val acc {best['val_accuracy']:.4f}")
 
 
+def _items(metavar: str, help: str):
+    """A command's positional arguments, one or more."""
+    return typer.Argument(metavar=metavar, help=help, show_default=False)
+
+
 @app.command("predict")
 def predict(
     ctx: typer.Context,
-    images: Annotated[
-        list[Path],
-        typer.Argument(metavar="IMAGE", help="PNG or JPEG images (any size), or CIFAR-10 batch files.",
-                       show_default=False),
-    ],
+    images: Annotated[list[Path], _items("IMAGE", "PNG or JPEG images (any size), or CIFAR-10 batch files.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Classify images with the registered model models:/cifar10-mlp@champion; exit 1 if any file failed.
@@ -81,11 +82,7 @@ def ui(ctx: typer.Context, port: PortOpt = UI_PORT, open_: OpenOpt = False) -> N
 @app.command("compare")
 def compare(
     ctx: typer.Context,
-    stages: Annotated[
-        list[str],
-        typer.Argument(metavar="STAGE...", help="coarse, fine, confirm (their trials), final (the final runs).",
-                       show_default=False),
-    ],
+    stages: Annotated[list[str], _items("STAGE...", "coarse, fine, confirm (their trials), final (the final runs).")],
     port: PortOpt = UI_PORT,
     open_: OpenOpt = False,
     as_json: JsonOpt = False,

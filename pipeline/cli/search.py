@@ -28,10 +28,10 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
 def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1):
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.workers.local import workers
+        from pipeline.workers.local import worker_processes
 
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
-        with workers(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
+        with worker_processes(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
                      check=s.check_tracking):
             print_summary(Project.of(s).search(stage, settings=cfg))
 
@@ -89,10 +89,10 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
     """
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.workers.local import workers
+        from pipeline.workers.local import worker_processes
 
         cfg = settings("confirm", config, set_)
-        with workers(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
+        with worker_processes(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
             print_confirm(Project.of(s).confirm(settings=cfg))
 
 
@@ -142,7 +142,7 @@ def pipeline(
         ctx.obj = dataclasses.replace(ctx.obj, experiment=f"{ctx.obj.experiment}-{config_set}")
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.workers.local import default_jobs, workers
+        from pipeline.workers.local import default_jobs, worker_processes
 
         searches = {stage: settings(stage, path(stage), typed={"search.n_trials": n_trials}) for stage in
                     ("coarse", "fine")}  # every file is checked before anything starts
@@ -152,7 +152,8 @@ def pipeline(
         args = [*(["--n-trials", str(n_trials)] if n_trials is not None else []),
                 *(["--lambda", repr(lam)] if lam is not None else []), *(["--no-confirm"] if no_confirm else []),
                 *(["--config-set", config_set] if config_set else [])]
-        with workers(stores, ["pipeline", *args, "--jobs", "1"], jobs or default_jobs(), check=s.check_tracking):
+        argv = ["pipeline", *args, "--jobs", "1"]
+        with worker_processes(stores, argv, jobs or default_jobs(), check=s.check_tracking):
             project = Project.of(s)
             for stage, cfg in searches.items():
                 print_summary(project.search(stage, settings=cfg))

@@ -1,1 +1,2 @@
-"""The final training, claimed exactly once per setting (claim), and single tracked trainings (trainings)."""
+"""The final training: what it trains with (choice), claimed exactly once per setting (claim), and single
+tracked trainings (trainings)."""

@@ -1,1 +1,1 @@
-"""What a command prints on its terminal: our own progress lines (lines)."""
+"""What a command shows on its terminal: our own progress lines (lines), and the libraries kept quiet (quiet)."""

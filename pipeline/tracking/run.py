@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pipeline.names import NOTE_TAG
 from pipeline.tracking import plots
 from pipeline.tracking.buffer import MetricBuffer
 from pipeline.tracking.data_input import DataInput
-from pipeline.tracking.tracker import NOTE, Tracker
+from pipeline.tracking.tracker import Tracker
 from pipeline.urls import redact_text
 
 
@@ -32,7 +33,7 @@ class TrackedRun:
         self.tracker, self.name, self.terminal, self.outcomes = tracker, name, terminal, outcomes
         self.describe, self.values, self.steps = f"{what}, {values}", values, steps
         self.run_id = tracker.create_run(name, {**tags, "state": "RUNNING"}, parent_run_id=parent_run_id)
-        tracker.set_tags(self.run_id, {NOTE: f"{self.describe}: running"})
+        tracker.set_tags(self.run_id, {NOTE_TAG: f"{self.describe}: running"})
         tracker.log_params(self.run_id, params)
         tracker.log_input(self.run_id, data.entity())
         self.metrics = MetricBuffer(tracker.client, self.run_id)
@@ -92,4 +93,4 @@ class TrackedRun:
             self.tracker.log_figure(self.run_id, plots.curves(self.history, title), "curves.png")
         outcome = state + ("" if best is None else f", best val acc {best:.4f}") + (f" ({reason})" if reason else "")
         self.tracker.set_tags(self.run_id, {"state": state, **({"reason": reason} if reason else {}),
-                                            NOTE: f"{self.describe}: {outcome}"})
+                                            NOTE_TAG: f"{self.describe}: {outcome}"})

@@ -17,14 +17,13 @@ from pathlib import Path
 
 from pipeline import urls
 from pipeline.errors import UserError
-from pipeline.names import TAG_PREFIX
+from pipeline.names import PARENT_RUN_TAG, tag
 from pipeline.tracking import links
 from pipeline.tracking.buffer import MetricBuffer
 from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
 
 MAX_PARAMS = 100  # MLflow's limit of params per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
-NOTE = "mlflow.note.content"  # the run description the MLflow UI shows
 
 
 @functools.cache
@@ -97,14 +96,14 @@ class Tracker:
     # ---- runs -------------------------------------------------------------------------------
     def find_runs(self, **tags) -> list:
         """Active runs of this experiment carrying all the given hpsearch.* tags, oldest first."""
-        where = " and ".join(f"tags.`{TAG_PREFIX}.{k}` = '{v}'" for k, v in tags.items())
+        where = " and ".join(f"tags.`{tag(k)}` = '{v}'" for k, v in tags.items())
         return list(self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time ASC"]))
 
     def create_run(self, name: str, tags: Mapping[str, object], parent_run_id: str | None = None) -> str:
-        all_tags = {f"{TAG_PREFIX}.{k}": str(v) for k, v in tags.items()}
+        all_tags = {tag(k): str(v) for k, v in tags.items()}
         all_tags["mlflow.source.git.commit"] = code_version()
         if parent_run_id is not None:
-            all_tags["mlflow.parentRunId"] = parent_run_id  # what nested runs carry in the UI
+            all_tags[PARENT_RUN_TAG] = parent_run_id
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
 
     def delete_run(self, run_id: str) -> None:
@@ -120,7 +119,7 @@ class Tracker:
         return run.info.lifecycle_stage == "active" and run.info.experiment_id == self.experiment_id
 
     def children(self, parent_run_id: str, status: str | None = None) -> list:
-        where = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+        where = f"tags.{PARENT_RUN_TAG} = '{parent_run_id}'"
         where += f" and attributes.status = '{status}'" if status else ""
         runs, token = [], None
         while True:
@@ -140,7 +139,7 @@ class Tracker:
         """hpsearch.* tags (the mlflow.* ones, such as the description, pass through as they are)."""
         from mlflow.entities import RunTag
 
-        named = {(k if k.startswith("mlflow.") else f"{TAG_PREFIX}.{k}"): v for k, v in tags.items()}
+        named = {(k if k.startswith("mlflow.") else tag(k)): v for k, v in tags.items()}
         self.client.log_batch(run_id, tags=[RunTag(k, redact_text(str(v))[:5000]) for k, v in named.items()])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:

@@ -70,7 +70,7 @@ def compare(a: dict[int, Training], b: dict[int, Training]) -> Paired | None:
     return Paired(statistics.fmean(diffs), se, len(diffs))
 
 
-def best_of(entrants: list[int], table: dict[int, dict[int, Training]]) -> int:
+def leader(entrants: list[int], table: dict[int, dict[int, Training]]) -> int:
     """The entrant with the highest mean (they share their rounds); ties: the earlier candidate."""
     return max(entrants, key=lambda c: (statistics.fmean(t.value for t in table[c].values()), -c))
 
@@ -89,7 +89,7 @@ def plan(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[i
     entrants = [i for i in entrants if r - 1 in table.get(i, {})]  # a diverged one stops
     if not entrants:
         return []
-    best = best_of(entrants, table)
+    best = leader(entrants, table)
     alive = [i for i in entrants if i == best or not clear_loser(compare(table[best], table[i]), c.z)]
     alive.sort(key=lambda i: (-statistics.fmean(t.value for t in table[i].values()), i))
     used = sum(len(plan(q, k, c, trainings)) for q in range(r))
@@ -149,7 +149,7 @@ def decide(cands: list[Candidate], trainings: list[Training], rule: str, c: Conf
         return Decision([], None, None, "", rounds=rounds)
     last = [i for i in rounds[-1] if len(rounds) - 1 in table.get(i, {})] if rounds else []
     last = last or list(scored)
-    best = best_of(last, table)
+    best = leader(last, table)
     for i, s in scored.items():
         s.vs_best = None if i == best else compare(table[best], table[i])
     out = Decision(list(scored.values()), scored[best], scored[best].candidate.settings, "best mean", rounds=rounds)

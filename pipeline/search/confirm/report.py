@@ -8,11 +8,11 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.names import NOTE_TAG
 from pipeline.search.confirm.candidates import KEY
 from pipeline.search.confirm.racing import Decision, Score
 from pipeline.search.objective import describe
 from pipeline.settings.config import ConfirmSection
-from pipeline.tracking.tracker import NOTE
 
 ROUND_MARKERS = "os^vD<>p*h"
 
@@ -27,7 +27,7 @@ def record(tracker, parent: str, study_name: str, d: Decision, c: ConfirmSection
         metrics["chosen_lambda"] = d.chosen[KEY]
     tracker.log_metrics(parent, metrics)
     tracker.set_tags(parent, {"chosen": describe(d.chosen), "select": c.select, "strategy": c.strategy,
-                              NOTE: f"confirm: chose {describe(d.chosen)} ({d.how}); best mean val acc "
+                              NOTE_TAG: f"confirm: chose {describe(d.chosen)} ({d.how}); best mean val acc "
                                     f"{d.best.mean:.4f} over {len(d.best.values)} rounds"})
 
 
