@@ -20,8 +20,9 @@ is 2.0. tpe and random are judged at any compute by their best trial among the f
 run gives the whole regret-against-compute curve up to default's. One JSON file per (method, k) in RESULTS: a rerun
 skips what is there. After k's searches, each promoted λ is trained at the final's budget with seed k
 (`Project.train`, studies/final.toml; the same λ once), `final-<method>-<k>.json`; --no-finals skips that.
-Several processes may run with the same --ks: each takes the next task (default, tpe, random, tpe-confirm, finals
-of some k) whose inputs are there and that no live process holds; tpe and random need not wait for default.
+Several processes may run with the same --ks: each takes the first task (default, tpe, random, tpe-confirm, each
+method's final, k by k) whose inputs are there and that has a free place (default, tpe and random: 3 workers
+sharing the study, as the pipeline's --jobs; the rest one); tpe and random need not wait for default.
 """
 
 from __future__ import annotations
@@ -173,15 +174,17 @@ def load(out: Path, method: str, k: int) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-TASKS = ("default", "tpe", "random", "tpe-confirm", "finals")  # each k's, in the order they may start
-NEEDS = {"tpe-confirm": ("default", "tpe"), "finals": ("default", "tpe", "random", "tpe-confirm")}
+METHODS = ("default", "report", "tpe", "random", "tpe-confirm")
+FINALS = tuple(f"final-{m}" for m in METHODS)
+TASKS = ("default", "tpe", "random", "tpe-confirm", *FINALS)  # each k's, in the order they may start
+NEEDS = {"tpe-confirm": ("default", "tpe")} | {f: ("default", "tpe", "random", "tpe-confirm") for f in FINALS}
+# How many processes may work on one task at once: the pipeline's workers share a study (for random search the
+# draws do not depend on it; TPE then runs as `hpsearch search --jobs N` does); the rest are single trainings.
+WORKERS = {"default": 3, "tpe": 3, "random": 3}
 
 
 def done(out: Path, task: str, k: int) -> bool:
-    if task == "finals":
-        return all(load(out, f"final-{m}", k) is not None for m in ("default", "report", "tpe", "random",
-                                                                     "tpe-confirm"))
-    doc, default = load(out, task, k), load(out, "default", k)
+    doc, default = load(out, "report" if task == "default" else task, k), load(out, "default", k)
     if task in ("tpe", "random") and doc and default:  # a study that ended before default's compute was known
         return doc["compute"] >= default["compute"]
     return doc is not None
@@ -198,43 +201,42 @@ def run(task: str, data: str, out: Path, work: Path, k: int, o: dict, budget: fl
     elif task == "tpe-confirm":
         save(out, task, k, run_tpe_confirm(data, work, k, load(out, "default", k), load(out, "tpe", k), o))
     else:
-        finals(data, out, work, k, o)
+        final(data, out, work, task.removeprefix("final-"), k, o)
 
 
-def promoted(out: Path, k: int) -> dict:
-    """method -> the λ it promotes at default's compute (tpe, random: their best trial within it)."""
-    default = load(out, "default", k)
-    lams = {m: load(out, m, k)["lambda"] for m in ("default", "report", "tpe-confirm")}
-    for m in ("tpe", "random"):
-        lams[m] = best(prefix(load(out, m, k)["trials"]["coarse"], default["compute"]))["lambda"]
-    return lams
+def promoted(out: Path, k: int, method: str) -> float:
+    """The λ a method promotes at default's compute (tpe, random: their best trial within it)."""
+    if method in ("tpe", "random"):
+        return best(prefix(load(out, method, k)["trials"]["coarse"], load(out, "default", k)["compute"]))["lambda"]
+    return load(out, method, k)["lambda"]
 
 
-def finals(data: str, out: Path, work: Path, k: int, o: dict) -> None:
-    p, done = project(data, stores(work, "finals", k)), {}
-    for method, lam in promoted(out, k).items():
-        doc = load(out, f"final-{method}", k)
-        if doc is None:
-            if lam not in done:
-                t = time.perf_counter()
-                r = p.train(ROOT / "studies" / "final.toml", lam, overrides=o)
-                done[lam] = {"lambda": lam, "test_accuracy": r.test_accuracy, "wall": time.perf_counter() - t}
-            doc = done[lam]
-            save(out, f"final-{method}", k, doc)
-        done[lam] = doc
+def final(data: str, out: Path, work: Path, method: str, k: int, o: dict) -> None:
+    """The promoted λ trained at the final's budget with seed k (another method's final of the same λ is reused)."""
+    lam = promoted(out, k, method)
+    doc = next((d for m in METHODS if (d := load(out, f"final-{m}", k)) and d["lambda"] == lam), None)
+    if doc is None:
+        t = time.perf_counter()
+        r = project(data, stores(work, f"final-{method}", k)).train(ROOT / "studies" / "final.toml", lam, overrides=o)
+        doc = {"lambda": lam, "test_accuracy": r.test_accuracy, "wall": time.perf_counter() - t}
+    save(out, f"final-{method}", k, doc)
 
 
 def claim(out: Path, task: str, k: int) -> bool:
-    """Take a task unless another live process of this bench holds it (any number of processes share the work)."""
-    path = out / f".claim-{task}-{k}"
-    try:
-        holder = int(path.read_text())
-        os.kill(holder, 0)
-        return holder == os.getpid()
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        path.write_text(str(os.getpid()))
-        time.sleep(0.5)  # two starting at once: the last writer wins, the other sees it
-        return int(path.read_text()) == os.getpid()
+    """Take a place on a task unless live processes of this bench hold all its places (WORKERS, else one)."""
+    for place in range(WORKERS.get(task, 1)):
+        path = out / f".claim-{task}-{k}-{place}"
+        try:
+            holder = int(path.read_text())
+            os.kill(holder, 0)
+            if holder == os.getpid():
+                return True
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            path.write_text(str(os.getpid()))
+            time.sleep(0.5)  # two starting at once: the last writer wins, the other sees it
+            if int(path.read_text()) == os.getpid():
+                return True
+    return False
 
 
 def main() -> None:
