@@ -58,6 +58,15 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
 STORAGES = {"journal": [], "sqlite": ["--storage", "sqlite:///studies/optuna.db"]}  # hpsearch's global option
 
 
+def cpu_model() -> str:
+    """The host's CPU: sittings on one machine kind may land on other processors (AMD EPYC, Intel Xeon)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "?"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+
+
 def scratch(code: Path) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="hpsearch-bench-"))
     shutil.copytree(code / "studies", folder / "studies", ignore=shutil.ignore_patterns("*.journal*", "*.db*"))
@@ -105,8 +114,9 @@ def main() -> None:
     import threadpoolctl
 
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
-    print(f"code {code}; BLAS {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-          f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"code {code}; CPU {cpu_model()}; BLAS {blas}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; {os.cpu_count()} cores; "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
 
     keys = [(store, key) for store in a.storage for key in ("no_confirm", "default")]
     rows = {k: [] for k in ["peer", *keys]}
