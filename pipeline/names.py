@@ -54,3 +54,13 @@ def tag(key: str) -> str:
 
 def study_name(experiment: str, stage: str) -> str:
     return f"{experiment}-{stage}"
+
+# ---- several workers on one study (pipeline/workers/) ----------------------------------------------------------
+OWNER_ATTRS = ("host", "namespace", "pid", "instance")  # a trial's owner, recorded before it claims anything
+CLAIM_ATTR = "claim"  # the trial's key: of the live trials holding one key, the earliest wins
+ADOPT_ATTR = "adopts"  # an enqueued trial that takes over the FINISHED run of a trial killed before its tell
+REASON_ATTR = "reason"  # how a trial ended, when not plainly
+ONCE_STAGE = "once"  # the study whose trials claim what is done once per experiment (closing a stage run)
+# Test-only: "<point>:<signal>[:<token folder>]" makes the process kill itself with the signal at the named point
+# (workers/faults.py); with a token folder, only the first process to reach the point does. Unset: no effect.
+FAULT_ENV = "HPSEARCH_TEST_FAULT"

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from pipeline.names import FINAL_STAGE, LAMBDA, N_VAL_ATTR, RUN_ATTR, SEARCH_STAGES, SETTINGS_ATTR
 from pipeline.settings import legacy
-from pipeline.workers.ownership import FINISHED, is_surplus
+from pipeline.workers import FINISHED, is_surplus
 
 
 @dataclass
