@@ -162,7 +162,7 @@ def run_tpe_confirm(data: str, work: Path, k: int, default: dict, tpe_study: dic
 
 def save(out: Path, method: str, k: int, doc: dict) -> None:
     path = out / f"{method}-{k}.json"
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # the workers of one task save at about the same time
     tmp.write_text(json.dumps(doc | {"method": method, "k": k, "date": time.strftime("%Y-%m-%d %H:%M")}))
     tmp.replace(path)
     print(f"{time.strftime('%H:%M:%S')} k {k} {method}: λ {doc.get('lambda', '-')}, compute "
