@@ -8,6 +8,8 @@ running and waiting ones, so a slot stays held while its trial runs and after it
 
 from __future__ import annotations
 
+import time
+
 import optuna
 from optuna.trial import TrialState
 
@@ -17,6 +19,7 @@ from pipeline.workers.owners import record_owner
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # trials that hold a key
 
 SLOT = "slot "
+UNDECIDED_S = 10.0  # an earlier trial that says nothing this long after this one claimed died before it could
 
 
 def is_surplus(trial: optuna.trial.FrozenTrial) -> bool:
@@ -46,9 +49,21 @@ def claim(trial: optuna.Trial, key: str | None, since: int = 0, replaces: int | 
     if key is None:
         yield_trial(trial, f"trial {trial.number}: nothing left to claim")
     trial.set_user_attr(CLAIM_ATTR, key)
-    rivals = holders(trial.study, key, before=trial.number, since=since, replaces=replaces)
-    if rivals:
-        yield_trial(trial, f"trial {trial.number}: trial {rivals[0].number} holds {key!r}")
+    deadline = time.monotonic() + UNDECIDED_S
+    while True:
+        rivals = holders(trial.study, key, before=trial.number, since=since, replaces=replaces)
+        if rivals:
+            yield_trial(trial, f"trial {trial.number}: trial {rivals[0].number} holds {key!r}")
+        # an earlier trial still writing its key may hold the same: its key decides, not who wrote first
+        if not undecided(trial.study, trial.number, since, replaces) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def undecided(study: optuna.Study, number: int, since: int, replaces: int | None) -> bool:
+    """Whether an earlier RUNNING trial has not written its key yet."""
+    return any(since <= t.number < number and t.number != replaces and CLAIM_ATTR not in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def yield_trial(trial: optuna.Trial, why: str) -> None:
