@@ -31,6 +31,17 @@ def test_a_workers_deadline_is_its_starters(monkeypatch):
     assert 4 < deadline_for(5).at - time.time() <= 5
 
 
+def test_a_trial_created_after_the_deadline_yields_untrained():
+    # creating a trial can take seconds on a loaded storage: the objective checks the deadline again
+    from pipeline.search.objective import Objective
+    from pipeline.workers import SurplusTrial, is_surplus
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(context=None, deadline=Deadline(time.time() - 1, 3)), n_trials=1, catch=(SurplusTrial,))
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL and is_surplus(trial), "it neither trains nor counts"
+
+
 def check_stopped(project, out: str, t0: float, took: float, timeout: float, n: int) -> list:
     first = finished(project)
     assert 1 <= len(first) < n, out

@@ -25,7 +25,7 @@ from pipeline.settings.config import Settings
 from pipeline.tracking.data_input import DataInput
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.tracker import Tracker
-from pipeline.workers import claim, fault, hand_over, slot_key
+from pipeline.workers import claim, fault, hand_over, slot_key, yield_trial
 from pipeline.workers.closer import RESULTS
 
 
@@ -59,11 +59,14 @@ class TrialContext:
 class Objective:
     """Callable objective: the final validation accuracy of a training with the suggested values."""
 
-    def __init__(self, context: TrialContext):
+    def __init__(self, context: TrialContext, deadline=None):
         self.context = context
+        self.deadline = deadline  # budget.Deadline: checked again here, since creating a trial can take seconds
 
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.context
+        if self.deadline is not None and self.deadline.passed():  # created after the budget: it yields, untrained
+            yield_trial(trial, f"trial {trial.number}: {self.deadline.describe()} passed")
         key = trial.user_attrs.get(CLAIM_ATTR)  # an enqueued trial (a confirm pair, an adoption) brings its key
         if key is None and not s.enqueued:
             key = slot_key(trial.study, trial.number, s.cfg.search.n_trials)

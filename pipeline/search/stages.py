@@ -190,7 +190,7 @@ def run_trials(session: Session, study: optuna.Study, context: TrialContext, n: 
                deadline=None) -> None:
     """Until the study holds n finished trials, counting those other workers are running, or the deadline passed.
     `refill` enqueues the values a stage of enqueued trials still lacks."""
-    objective = Objective(context)
+    objective = Objective(context, deadline)
     try:
         while True:
             done = tally(study)
