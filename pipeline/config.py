@@ -87,6 +87,7 @@ class TrainSection:
     shift: int = _DEFAULT.shift
     tta_flip: bool = _DEFAULT.tta_flip
     label_smoothing: float = _DEFAULT.label_smoothing
+    average_cycles: int = _DEFAULT.average_cycles
 
 
 @dataclass(frozen=True)
