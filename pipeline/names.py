@@ -28,6 +28,8 @@ OBJECTIVE = "val_accuracy"  # the metric every study maximises (its name in Optu
 TAG_PREFIX = "hpsearch"  # our MLflow tags: hpsearch.study, hpsearch.stage, hpsearch.role, hpsearch.state, ...
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attr holding its stage run
 RUN_ATTR = "mlflow_run_id"  # the trial's user attr holding its run
+RANK_ATTR = "search_rank_agreement"  # the confirm study's user attr: Spearman ρ of search vs confirm values
+RANK_METRIC = "search_rank_rho"  # the confirm stage run's metric of the same ρ
 
 
 FINAL_STAGE = "final"  # the study whose one trial per final setting claims the final training

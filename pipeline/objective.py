@@ -77,6 +77,9 @@ class Objective:
                     s.after(trial, run, data, result)
         finally:
             self.record(trial, run)
+        if result.averaged is not None:  # train.average_cycles: the averaged network is the one trained
+            trial.set_user_attr("last_weights_val_accuracy", run.final_val_accuracy)
+            return result.final()
         return run.final_val_accuracy
 
     def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: DataInput) -> TrackedRun:

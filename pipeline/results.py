@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import FINAL_STAGE, LAMBDA, RUN_ATTR, SEARCH_STAGES
+from pipeline.names import FINAL_STAGE, LAMBDA, RANK_ATTR, RUN_ATTR, SEARCH_STAGES
 from pipeline.workers import FINISHED
 
 
@@ -136,4 +136,7 @@ def report_json(session, tables: dict) -> dict:
         "stage": best.user_attrs.get("stage", "?"), "trial": best.number,
         "lambda": best.params[LAMBDA], "val_accuracy": best.value, "mlflow_run_id": best.user_attrs.get(RUN_ATTR),
     }
-    return {"stages": {stage: json.loads(t.to_json(orient="records")) for stage, t in tables.items()}, "best": best_d}
+    confirm = session.load_study("confirm")  # how well the search budget ranked the confirm's candidates
+    rank = confirm.user_attrs.get(RANK_ATTR) if confirm is not None else None
+    return {"stages": {stage: json.loads(t.to_json(orient="records")) for stage, t in tables.items()}, "best": best_d,
+            RANK_ATTR: rank}

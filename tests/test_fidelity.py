@@ -38,3 +38,15 @@ def test_the_uncertainty_by_fisher_z_and_bootstrap():
     assert strong.rho == pytest.approx(1.0) and not strong.low
     with pytest.raises(ValueError, match="one value per setting"):
         correlate([1, 2], [1])
+
+
+def test_a_low_agreement_gets_a_warning_line_and_a_good_one_none():
+    from pipeline.confirm.agreement import as_attr, lines
+
+    low = lines(as_attr(correlate(SEARCH, FINAL), "the confirm stage's schedule"))
+    assert low[0].startswith("rank agreement of the search budget with the confirm stage's schedule: "
+                             "Spearman ρ = +0.10")
+    assert low[1].startswith("warning: the search budget does not rank like the confirm stage's schedule (ρ +0.10")
+    good = lines(as_attr(correlate([1, 2, 3, 4, 5], [2, 3, 4, 5, 7]), "the final budget"))
+    assert len(good) == 1 and "ρ = +1.00 over 5 settings" in good[0]
+    assert lines(None) == []

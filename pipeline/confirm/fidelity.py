@@ -32,9 +32,9 @@ class RankAgreement:
         """ρ below LOW (or undefined): the cheap budget's ranking is not the final's."""
         return not self.rho >= LOW
 
-    def line(self, cheap: str = "search budget", full: str = "final budget") -> str:
+    def line(self, cheap: str = "search budget", full: str = "the final budget") -> str:
         span = f", 90 % interval {self.fisher[0]:+.2f}..{self.fisher[1]:+.2f}" if self.fisher else ""
-        return (f"rank agreement of the {cheap} with the {full}: Spearman ρ = {self.rho:+.2f} over {self.n} "
+        return (f"rank agreement of the {cheap} with {full}: Spearman ρ = {self.rho:+.2f} over {self.n} "
                 f"settings{span}")
 
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.config import ConfirmSection
+from pipeline.confirm import halving
 from pipeline.confirm.candidates import KEY, Candidate
 from pipeline.confirm.fit import Fit, fit_quadratic
+from pipeline.confirm.multifit import MultiFit, fit_separable, log_dims
 from pipeline.confirm.paired import Paired, paired
 from pipeline.results import standard_error
 
@@ -77,6 +79,8 @@ def best_of(entrants: list[int], table: dict[int, dict[int, Training]]) -> int:
 
 def plan(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[int]:
     """The candidates round r trains, from the finished rounds before it; [] when the stage is done."""
+    if c.strategy == "halving":
+        return halving.plan(r, k, c, trainings)
     if r == 0:
         return list(range(k))
     if c.strategy == "grid":
@@ -138,6 +142,7 @@ class Decision:
     how: str  # "best mean", "one-se", "fit peak", "fit peak, clipped to the measured range"
     fit: Fit | None = None
     rounds: list[list[int]] = field(default_factory=list)
+    multifit: MultiFit | None = None  # the fit over several log-scale settings, when it chose
 
 
 def decide(cands: list[Candidate], trainings: list[Training], rule: str, c: ConfirmSection, n_val: int) -> Decision:
@@ -149,18 +154,33 @@ def decide(cands: list[Candidate], trainings: list[Training], rule: str, c: Conf
         return Decision([], None, None, "", rounds=rounds)
     last = [i for i in rounds[-1] if len(rounds) - 1 in table.get(i, {})] if rounds else []
     last = last or list(scored)
-    best = best_of(last, table)
+    judge = table  # halving: the last round alone decides, at its (the final's) budget
+    if c.strategy == "halving":
+        q = max(r for i in last for r in table[i])
+        judge = {i: {q: table[i][q]} for i in last if q in table[i]} or table
+    best = best_of(list(judge), judge) if judge is not table else best_of(last, table)
     for i, s in scored.items():
-        s.vs_best = None if i == best else compare(table[best], table[i])
+        by = judge if i in judge else table  # halving: the last round's entrants compared there alone
+        s.vs_best = None if i == best else compare(by[best], by[i])
     out = Decision(list(scored.values()), scored[best], scored[best].candidate.settings, "best mean", rounds=rounds)
+    dims = log_dims([x.settings for x in cands])
     if rule == "one-se" and KEY in out.chosen:
         tied = [i for i in last if i == best or (d := scored[i].vs_best) is not None and d.diff <= d.se]
         pick = max(tied, key=lambda i: cands[i].settings[KEY])
         out.chosen, out.how = cands[pick].settings, "the largest λ within one paired SE of the best"
-    elif rule == "fit" and KEY in out.chosen:
+    elif rule == "fit" and KEY in out.chosen and set(dims) <= {KEY}:  # λ alone: the pooled quadratic in log10 λ
         out.fit = fit_quadratic([(math.log10(cands[i].settings[KEY]), r, t.value)
                                  for i, by_round in table.items() for r, t in by_round.items()])
         if out.fit is not None:
             out.chosen = out.chosen | {KEY: 10**out.fit.x}
             out.how = "the fit's peak" + (", clipped to the measured range" if out.fit.clipped else "")
+    elif rule == "fit":
+        fitted = fit_separable([(cands[i].settings, r, t.value) for i, by_round in judge.items()
+                                for r, t in by_round.items()], dims)
+        if isinstance(fitted, str):
+            out.how = f"best mean (no fit: {fitted})"
+        else:
+            out.multifit, out.chosen = fitted, out.chosen | fitted.values
+            out.how = f"the peak of a separable quadratic in log10 of {', '.join(fitted.dims)}" + (
+                f", clipped to the measured range in {', '.join(fitted.clipped)}" if fitted.clipped else "")
     return out

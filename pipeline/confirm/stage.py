@@ -18,12 +18,12 @@ import numpy as np
 import optuna
 
 from pipeline.config import ConfirmSection, Settings
-from pipeline.confirm import racing, report
+from pipeline.confirm import agreement, halving, racing, report
 from pipeline.confirm.candidates import Candidate, choose_candidates, near
 from pipeline.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
 from pipeline.confirm.racing import Decision, Training, decide, plan
 from pipeline.errors import ConfigError, UserError
-from pipeline.names import SEARCH_STAGES
+from pipeline.names import RANK_ATTR, SEARCH_STAGES
 from pipeline.results import trial_settings
 from pipeline.sampling import LIVE
 from pipeline.session import Session
@@ -55,6 +55,7 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         cands, folds, c, seed0 = recorded_plan(study, cfg)
     else:
         c, seed0 = cfg.confirm, cfg.train.seed
+        halving.check(c, cfg.train.cycles)
         folds = c.folds and cfg.data.split == "holdout"
         if folds:
             check_blocks(session, cfg, c.max_rounds)  # before anything is recorded
@@ -68,14 +69,15 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         study.set_user_attr(FOLDS_ATTR, folds)
         study.set_user_attr(PLAN_ATTR, dataclasses.asdict(c) | {"seed": seed0})
         study.set_user_attr(CANDIDATES_ATTR, json.dumps([dataclasses.asdict(x) for x in cands]))
-    stage = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds),
+    stage = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds, halving.columns(c)),
                         frozenset({"train.lambda"}), {"confirm.candidates": json.dumps([x.settings for x in cands])})
     stage = dataclasses.replace(stage, after=record_correctness)
     used, r, result = 0, 0, None
     while batch := next_rounds(r, len(cands), c, stored(study, cands, seed0)):
         used += sum(len(entrants) for _, entrants in batch)
         study.set_user_attr("n_trials", max(used, study.user_attrs.get("n_trials", 0)))
-        wanted = [pair(cands[i], i, q, seed0, folds) for q, entrants in batch for i in entrants]
+        wanted = [pair(cands[i], i, q, seed0, folds, halving.round_settings(c, q)) for q, entrants in batch
+                  for i in entrants]
 
         def refill(wanted=wanted):
             with session.tracker.lock():  # two workers starting a round enqueue its pairs once
@@ -114,15 +116,16 @@ def check_blocks(session: Session, cfg: Settings, rounds: int) -> None:
                           "set confirm.folds = false")
 
 
-def pair(c: Candidate, i: int, r: int, seed0: int, folds: bool) -> tuple[dict, dict]:
-    """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r."""
-    values = c.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {})
+def pair(c: Candidate, i: int, r: int, seed0: int, folds: bool, extra: dict | None = None) -> tuple[dict, dict]:
+    """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r (and with
+    halving, the round's length)."""
+    values = c.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {}) | (extra or {})
     return {k.partition(".")[2]: v for k, v in values.items()}, {ROUND_ATTR: r, CANDIDATE_ATTR: i}
 
 
-def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool):
+def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool, extra: dict | None = None):
     """Optuna distributions spanning the candidates, so an enqueued pair's values come back as they are."""
-    columns = {key: [c.settings[key] for c in cands] for key in cands[0].settings}
+    columns = {key: [c.settings[key] for c in cands] for key in cands[0].settings} | (extra or {})
     columns["train.seed"] = [seed0, seed0 + max(rounds - 1, 0)]
     if folds:
         columns["data.val_fold"] = [0, max(rounds - 1, 0)]
@@ -175,6 +178,7 @@ def stored(study: optuna.Study, cands: list[Candidate], seed0: int) -> list[Trai
         settings = trial_settings(t)
         seed = settings.pop("train.seed", seed0)
         settings.pop("data.val_fold", None)
+        settings.pop("train.cycles", None)  # halving: the round's length
         i = t.user_attrs.get(CANDIDATE_ATTR)
         if i is None:  # a trial of an earlier confirm stage: its candidate by its settings
             i = next((j for j, c in enumerate(cands) if near(settings, c.settings, 0.0)), None)
@@ -198,6 +202,7 @@ def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candi
     complete = tally(study).running == 0 and racing.complete(len(cands), c, trainings)
     if complete and decision.chosen is not None and CHOSEN_ATTR not in study.user_attrs:
         study.set_user_attr(CHOSEN_ATTR, decision.chosen)
+        study.set_user_attr(RANK_ATTR, agreement.record(decision, c))
     if close and complete and decision.chosen is not None and session.tracker.status(parent) != "FINISHED":
         report.record(session.tracker, parent, study.study_name, decision, c)
         session.tracker.set_status(parent, "FINISHED")
