@@ -1,12 +1,23 @@
-# The README's entry points. Each creates .venv (Python 3.11+) when it is missing or stale.
-PYTHON ?= python3
+# The README's entry points. Each makes .venv when it is missing or stale, with a Python hpsearch supports:
+# PYTHON if set (make PYTHON=/usr/bin/python3.12 test), else python3 if new enough, else the newest python3.X on
+# PATH; if none fits, one line says which versions work (scripts/python.sh reads them from pyproject.toml).
+PYTHON ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
+PY_SH := sh scripts/python.sh
 
 .PHONY: pipeline wide test test-fast ui dashboard screenshots bench clean
 
+# Told which Python to use: a venv made by another one is made again.
+ifneq ($(PYTHON),)
+ifneq ($(shell $(PY_SH) same '$(PYTHON)' '$(VENV)'),yes)
+.PHONY: $(BIN)/.installed
+endif
+endif
+
 $(BIN)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(eval PICKED := $(shell $(PY_SH) pick '$(PYTHON)' '$(VENV)'))$(if $(filter /%,$(PICKED)),,$(error $(or $(PICKED),scripts/python.sh found no Python)))
+	$(PY_SH) venv '$(PICKED)' '$(VENV)'
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,dashboard]'
 	touch $@

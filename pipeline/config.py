@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from model import cifar10
 from model.train import TrainSettings
 from model.whiten import WhitenSpec
-from pipeline import space
+from pipeline import space, toml
 from pipeline.errors import ConfigError
 
 STUDIES = Path("studies")
@@ -237,8 +236,8 @@ def load(stage: str, path: Path | None = None, overrides: dict[str, object] | No
     except OSError as e:
         raise ConfigError(f"cannot read settings file {path}: {e.strerror}") from None
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        doc = toml.loads(text)
+    except toml.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     return build(stage, _flatten(doc, path) | dict(overrides or {}), str(path))
 
@@ -250,8 +249,8 @@ def parse_override(item: str) -> tuple[str, object]:
     if not sep or "." not in key:
         raise ConfigError(f"--set expects section.key=value; got {item!r}")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+        value = toml.loads(f"v = {raw.strip()}")["v"]
+    except toml.TOMLDecodeError:
         value = raw.strip()
     return key, value
 

@@ -75,7 +75,7 @@ def test_every_mlflow_server_command_line_parses_and_serves_artifacts(monkeypatc
 def test_the_image_holds_what_the_package_and_the_worker_need():
     """What deploy/Dockerfile copies exists, is let through by its .dockerignore, and covers pyproject's packages,
     its readme and the study files the worker reads from ./studies."""
-    import tomllib
+    from pipeline import toml
 
     lines = (DEPLOY / "Dockerfile").read_text().splitlines()
     sources = [src for line in lines if line.startswith("COPY ") for src in line.split()[1:-1]]
@@ -83,7 +83,7 @@ def test_the_image_holds_what_the_package_and_the_worker_need():
     allowed = {line[1:].removesuffix("/**") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
                if line.startswith("!")}
     assert set(sources) <= allowed, set(sources) - allowed
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = toml.loads((ROOT / "pyproject.toml").read_text())
     needed = {*project["tool"]["setuptools"]["packages"], project["project"]["readme"], "pyproject.toml"}
     assert needed <= set(sources), needed - set(sources)
     assert "studies/*.toml" in sources

@@ -8,6 +8,7 @@ the file and says what to do next.
     unpickle   reading a batch pickle without running anything from it
     batch      load_batch, load_meta: one file as checked arrays
     fetch      locate, ensure, download, extract
+    archive    the archive's member checks and extraction, with or without tarfile's data filter
     dataset    splits, normalisation, digest, load_dataset (read_batches + split_dataset)
     opcodes, ndarrays   the stack machine under unpickle, and the NumPy arrays it may build
 

@@ -6,14 +6,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from model.cifar10.archive import extract_into
 from model.cifar10.layout import (
     ARCHIVE_NAME,
     BATCHES_DIR,
@@ -183,24 +182,13 @@ def _fetch(url: str, fd: int, progress: Progress | None, timeout: float) -> None
         raise DataError(f"{url}: download incomplete: {done} of {total} bytes; try again")
 
 
-def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
-    """Refuse members that could write outside the target folder or are not plain files."""
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or member.name.startswith(("/", "\\")) or ".." in name.parts:
-        raise DataError(f"{archive}: refused member {member.name!r}: it would land outside the "
-                        f"target folder; the archive is not the official one, {HINT_REFETCH}")
-    if not (member.isfile() or member.isdir()):
-        raise DataError(f"{archive}: refused member {member.name!r}: links and special files are "
-                        f"not part of the CIFAR archive; {HINT_REFETCH}")
-
-
 def extract(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
     """Extract the archive into dest_dir and return dest_dir/cifar-10-batches-py.
 
-    Every member is checked before anything is written, and extraction runs with
-    ``filter="data"`` as a second guard, so nothing lands outside dest_dir. Files go to a
-    staging folder first and are moved into place at the end, under dest_dir's lock: an
-    interrupted extraction never leaves a half-filled cifar-10-batches-py that a later run would
+    Every member is checked before anything is written, and extraction runs with tarfile's data
+    filter as a second guard where Python has it (model.cifar10.archive), so nothing lands outside
+    dest_dir. Files go to a staging folder first and are moved into place at the end, under
+    dest_dir's lock: an interrupted extraction never leaves a half-filled cifar-10-batches-py that a later run would
     trust, and a complete copy, another process's included, is kept as it is.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
@@ -215,7 +203,7 @@ def _extract(archive: Path, dest_dir: Path) -> Path:
     except OSError as e:
         raise DataError(f"{dest_dir}: cannot extract here: {e.strerror or e}") from None
     try:
-        _extract_checked(archive, staging)
+        extract_into(archive, staging)
         extracted = staging / BATCHES_DIR
         if not extracted.is_dir():
             raise DataError(f"{archive}: has no {BATCHES_DIR} folder; it is not {ARCHIVE_NAME}, "
@@ -230,22 +218,6 @@ def _extract(archive: Path, dest_dir: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _extract_checked(archive: Path, into: Path) -> None:
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()  # reads the whole index: a corrupt archive fails here
-            for m in members:
-                _check_member(m, archive)
-            tar.extractall(into, members=members, filter="data")
-    except FileNotFoundError:
-        raise DataError(f"{archive}: archive not found; {HINT_DATA_DIR}") from None
-    except tarfile.FilterError as e:
-        raise DataError(f"{archive}: refused member: {e}; {HINT_REFETCH}") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise DataError(f"{archive}: cannot extract, the archive is corrupt or not a .tar.gz "
-                        f"({type(e).__name__}: {e}); {HINT_REFETCH}") from None
 
 
 def ensure(data_dir: str | os.PathLike | None = None, download_to: str | os.PathLike | None = None,
