@@ -156,3 +156,24 @@ def test_a_two_dimensional_confirm_promotes_what_the_final_budget_prefers_not_th
     report = hpsearch("report").output
     assert "rank agreement of the search budget with the confirm stage's round 1 (2 of 4 cycles): Spearman ρ = " \
            "+1.00 over 4 settings" in report
+
+
+def test_the_wide_study_searches_lambda_eta_max_and_eps_and_confirms_them_at_the_finals_budget():
+    from pathlib import Path
+
+    from pipeline import config
+    from pipeline.confirm.halving import check
+    from pipeline.errors import ConfigError
+
+    studies = Path(__file__).resolve().parents[1] / "studies"
+    space = config.load("coarse", studies / "wide-coarse.toml").space
+    lam, eta, eps = (space[k] for k in ("train.lambda", "train.eta_max", "data.whiten_eps"))
+    assert lam.low <= 8.34e-4 <= lam.high and math.log10(lam.high / lam.low) >= 1 and lam.log
+    assert eta.low <= 0.0995 <= eta.high and eps.low <= 1.0 <= eps.high
+    confirm, final = (config.load(s, studies / f"wide-{s}.toml") for s in ("confirm", "final"))
+    check(confirm.confirm, confirm.train.cycles)  # the last round trains the confirm file's 4 cycles
+    assert confirm.confirm.first_cycles * 2 * confirm.train.n_s * confirm.train.batch_size / 45000 == 24
+    assert confirm.train_settings().total_steps * 100 / 45000 == 48  # round 2: the final's 48 epochs
+    assert final.train_settings().total_steps * 100 / 49000 == 48  # the final's 48 epochs
+    with pytest.raises(ConfigError, match="must be train.cycles"):
+        check(confirm.confirm, 3)
