@@ -33,7 +33,7 @@ COLUMNS = ["setting", "fidelity", "values", "overrides", "val", "test_mirror", "
 
 def parse_named(item: str) -> tuple[str, dict]:
     """'name:key=v,key=v' -> (name, {key: value}) with values read as TOML."""
-    from pipeline.config import parse_override
+    from pipeline.settings.config import parse_override
 
     name, _, rest = item.partition(":")
     return name, dict(parse_override(x) for x in rest.split(",") if x.strip())
@@ -59,7 +59,7 @@ def train_one(cfg, folder) -> dict:
     """One untracked training as the final trains: test with and without mirror averaging, CPU seconds."""
     from model.network import evaluate
     from model.train import train
-    from pipeline.sources import dataset
+    from pipeline.data.sources import dataset
 
     data = dataset(folder, cfg.data.split, cfg.data.val_size, cfg.data.val_fold, cfg.data.whitening)
     s = cfg.train_settings()
@@ -84,8 +84,8 @@ def train_one(cfg, folder) -> dict:
 
 
 def run(a) -> None:
-    from pipeline.config import load
-    from pipeline.sources import resolve
+    from pipeline.data.sources import resolve
+    from pipeline.settings.config import load
 
     folder = resolve(Path(os.environ["HPSEARCH_DATA"]))
     settings = [parse_named(x) for x in a.setting]
@@ -106,7 +106,7 @@ def report(a) -> None:
     import pandas as pd
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.confirm.fidelity import correlate
+    from pipeline.search.confirm.fidelity import correlate
 
     rows = done_rows(a.out) + sum((done_rows(Path(k)) for k in a.known), [])
     table = pd.DataFrame(rows)

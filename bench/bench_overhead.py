@@ -39,9 +39,11 @@ def main() -> None:
     import optuna
 
     from model.train import train
-    from pipeline import config, objective, sources
+    from pipeline.data import sources
+    from pipeline.search import objective
+    from pipeline.search.stages import run_search
     from pipeline.session import Session, Stores
-    from pipeline.stages import run_search
+    from pipeline.settings import config
 
     inside = {}  # time in train() and in its callback, for the trial that is running
 

@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--n-trials", type=int, default=8)
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from pipeline.results import stage_metrics
+    from pipeline.search.results import stage_metrics
     from pipeline.session import Session, Stores
 
     print(f"coarse stage, {a.n_trials} trials, studies/coarse.toml; load {os.getloadavg()[0]:.2f}")

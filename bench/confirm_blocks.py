@@ -25,7 +25,8 @@ def run(lam: float, seed: int, fold: int) -> tuple[float, int, float, float]:
     sys.path.insert(0, str(ROOT))
     from model import network
     from model.train import train
-    from pipeline import config, sources
+    from pipeline.data import sources
+    from pipeline.settings import config
 
     cfg = config.load("confirm", ROOT / "studies" / "confirm.toml",
                       {"train.lambda": lam, "train.seed": seed, "data.val_fold": fold})

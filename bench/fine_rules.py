@@ -23,10 +23,10 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=5e-3)
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from pipeline import config, space
-    from pipeline.results import completed, trial_settings
+    from pipeline.search.results import completed, trial_settings
+    from pipeline.search.stages import coarse_space_of
     from pipeline.session import Session, Stores
-    from pipeline.stages import coarse_space_of
+    from pipeline.settings import config, space
 
     cfg = config.load("fine", ROOT / "studies" / "fine.toml")
     for experiment in a.experiment:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ui_memory.py [--port 5077] [--settle 20]
 
-Starts the server exactly as `hpsearch ui` does (pipeline.ui.server_command) on a scratch sqlite store, once with
+Starts the server exactly as `hpsearch ui` does (pipeline.views.ui.server_command) on a scratch sqlite store, once with
 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false (hpsearch's setting) and once with true (MLflow's default), waits for
 /health and `--settle` seconds more, sums the RSS of every process in the server's process group, stops the group.
 """
@@ -40,7 +40,7 @@ def group_rss(pgid: int) -> tuple[int, float]:
 
 
 def measure(job_execution: bool, port: int, settle: float) -> tuple[int, float]:
-    from pipeline.ui import server_command, stop, wait_ready
+    from pipeline.views.ui import server_command, stop, wait_ready
 
     folder = Path(tempfile.mkdtemp(prefix="hpsearch-ui-"))
     cmd, env = server_command(f"sqlite:///{folder}/mlflow.db", port, str(folder / "artifacts"))

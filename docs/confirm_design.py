@@ -4,7 +4,7 @@ For each experiment's stored coarse and fine studies, the candidates of each des
 stage would place them; then each confirm training is simulated, image by image, around the sweep's mean
 accuracy at its λ (interpolated in log10 λ): round r's images share a difficulty, each training adds its seed's
 shift (σ 0.25 point) and flips 7 % of images at random, so two networks agree on about 86 % of images, as
-measured (docs/promotion.md). The stage's own planning and choosing code (pipeline.confirm.racing) decides.
+measured (docs/promotion.md). The stage's own planning and choosing code (pipeline.search.confirm.racing) decides.
 Prints, per design, how often the chosen λ lies within 0.5 points of the sweep's best and its mean sweep value.
 
     .venv/bin/python docs/confirm_design.py --storage S --tracking-uri T draws-1 draws-2 ... [--reps 300]
@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import ConfirmSection  # noqa: E402
-from pipeline.confirm.candidates import choose_candidates, spread  # noqa: E402
-from pipeline.confirm.racing import Training, decide, plan  # noqa: E402
+from pipeline.search.confirm.candidates import choose_candidates, spread  # noqa: E402
+from pipeline.search.confirm.racing import Training, decide, plan  # noqa: E402
+from pipeline.settings.config import ConfirmSection  # noqa: E402
 
 # The sweep the design was made on (2026-11-30, docs/promotion.md): λ -> mean test accuracy over 3 seeds.
 SWEEP = {1e-5: 0.5104, 1e-4: 0.5105, 1e-3: 0.5178, 2.5e-3: 0.5241, 5e-3: 0.5289, 1e-2: 0.5162, 3e-2: 0.4800}

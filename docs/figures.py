@@ -21,9 +21,9 @@ sys.path.insert(0, str(DOCS.parent))
 
 
 def main() -> None:
-    from pipeline import plots
-    from pipeline.results import lambda_points
+    from pipeline.search.results import lambda_points
     from pipeline.session import Session
+    from pipeline.tracking import plots
 
     session = Session()
     tracker = session.tracker

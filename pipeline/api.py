@@ -17,71 +17,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import names
 from pipeline.errors import UserError
+from pipeline.terminal.quiet import quietly
 
 STAGES = (*names.SEARCH_STAGES, "confirm")
-# Our own lines say what happened: Optuna's and MLflow's INFO logs and experimental warnings stay quiet, MLflow
-# prints no "View run at <tracking URI>" lines (the URI may hold a password), and an unreachable MLflow server
-# fails in seconds instead of retrying for minutes. A value the user set wins.
-QUIET_ENV = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-             "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-QUIET_LEVELS = {"mlflow": logging.WARNING, "optuna": logging.ERROR}
-EXPERIMENTAL = r".*is (an )?experimental"  # QMCSampler, heartbeats, metric names
-
-
-def quiet_libraries() -> None:
-    """The command line's process-wide settings, made once when it starts (see QUIET_ENV)."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    for name, level in QUIET_LEVELS.items():  # in case the library was imported before: tests, notebooks
-        logging.getLogger(name).setLevel(level)
-    warnings.filterwarnings("ignore", message=EXPERIMENTAL)
-
-
-@contextlib.contextmanager
-def quietly():
-    """The same settings for the duration of one API call, then the notebook's own again."""
-    added = [key for key in QUIET_ENV if key not in os.environ]
-    levels = {name: logging.getLogger(name).level for name in QUIET_LEVELS}
-    try:
-        with warnings.catch_warnings():
-            quiet_libraries()
-            yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+FINAL_TAGS = (names.MODEL_VERSION_TAG, names.LAMBDA_SOURCE_TAG)  # the finals table shows them
 
 
 def stores(data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
            experiment: str | None = None):
-    """Where data, studies and runs live, as the CLI finds them: an argument, else its variable, else the default."""
+    """Where data, studies and runs live, as the CLI finds them: the argument, else its environment variable
+    (HPSEARCH_DATA, HPSEARCH_STORAGE, MLFLOW_TRACKING_URI, HPSEARCH_EXPERIMENT; the heartbeat's
+    HPSEARCH_HEARTBEAT_S and HPSEARCH_GRACE_S), else the default (session.Stores.from_env)."""
     from pipeline.session import Stores
 
-    def env(name: str) -> str | None:
-        return os.environ.get(name) or None  # an empty variable counts as unset, as on the command line
-
-    data = data_dir if data_dir is not None else env(names.DATA_ENV)
-    return Stores(None if data is None else Path(data),
-                  storage or env(names.STORAGE_ENV) or names.DEFAULT_STORAGE, tracking_uri or env(names.TRACKING_ENV),
-                  experiment or env(names.EXPERIMENT_ENV) or names.DEFAULT_EXPERIMENT,
-                  int(env(names.HEARTBEAT_ENV) or names.DEFAULT_HEARTBEAT_S),
-                  int(env(names.GRACE_ENV) or names.DEFAULT_GRACE_S))
+    return Stores.from_env(data_dir, storage, tracking_uri, experiment)
 
 
 def load_settings(stage: str, config=None, overrides: dict | None = None, sets: list[str] | None = None):
     """A stage's settings: its file (default studies/<stage>.toml) with "key=value" strings as --set takes
     them, then typed values ({"train.n_s": 300}; None leaves the file's value) applied, and validated."""
-    from pipeline import config as cfgmod
+    from pipeline.settings import config as cfgmod
 
     values = dict(cfgmod.parse_override(item) for item in sets or [])
     values |= {key: value for key, value in (overrides or {}).items() if value is not None}
@@ -131,7 +91,7 @@ class Project:
     def __init__(self, data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
                  experiment: str | None = None, *, progress: bool = False):
         from pipeline.session import Session
-        from pipeline.terminal import Lines, Silent
+        from pipeline.terminal.lines import Lines, Silent
 
         self.session = Session(stores(data_dir, storage, tracking_uri, experiment), Lines() if progress else Silent())
 
@@ -150,7 +110,7 @@ class Project:
     @_call
     def data_folder(self) -> Path:
         """The cifar-10-batches-py folder the trainings read (downloaded first when no data folder is set)."""
-        from pipeline.sources import resolve
+        from pipeline.data.sources import resolve
 
         return resolve(self.session.stores.data_dir, self.session.terminal.say)
 
@@ -165,7 +125,7 @@ class Project:
             raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
         if stage == "confirm":
             return self.confirm(config=config, overrides=overrides, settings=settings)
-        from pipeline.stages import run_search
+        from pipeline.search.stages import run_search
 
         cfg = settings or load_settings(stage, config, (overrides or {}) | {"search.n_trials": n_trials})
         return run_search(self.session, stage, cfg)
@@ -174,7 +134,7 @@ class Project:
     def confirm(self, *, config=None, overrides: dict | None = None, settings=None):
         """The confirm stage: k λ over the searches' tie retrained in rounds; returns a ConfirmResult (its
         decision: scores, paired differences, the fit, the chosen settings); `candidates()` shows it as a table."""
-        from pipeline.confirm import run_confirm
+        from pipeline.search.confirm import run_confirm
 
         return run_confirm(self.session, settings or load_settings("confirm", config, overrides))
 
@@ -183,7 +143,7 @@ class Project:
                     confirmed: bool = True, config=None, overrides: dict | None = None, settings=None):
         """The final training on 49,000 images with the promoted λ (lam overrides it), registered as the
         champion. confirmed=False ignores the confirm stage. Returns a RunResult (test accuracy, run id)."""
-        from pipeline.final import train_final
+        from pipeline.final.claim import train_final
 
         cfg = settings or load_settings("final", config, (overrides or {}) | {"search.select": select})
         return train_final(self.session, cfg, lam, force, confirmed)
@@ -192,7 +152,7 @@ class Project:
     def train(self, config, lam: float | None = None, *, overrides: dict | None = None, sets: list[str] | None = None):
         """One tracked training with a study file's settings (e.g. studies/exercise-1.toml), lam instead of its λ;
         sets: "key=value" strings as --set takes them. Returns a RunResult."""
-        from pipeline.trainings import train_run
+        from pipeline.final.trainings import train_run
 
         if lam is not None and lam < 0:
             raise UserError(f"--lambda must be ≥ 0; got {lam}")
@@ -205,14 +165,14 @@ class Project:
     def trials(self, stage: str):
         """A stage's trials: number, settings, value, best and final validation accuracy, state, duration,
         reason and MLflow run id, one row a trial."""
-        from pipeline.results import trial_table
+        from pipeline.search.results import trial_table
 
         study = self._study(stage)
         table = trial_table(study)
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         at = table.columns.get_loc("best_val_accuracy")
         table.insert(at, "value", [trials[n].value for n in table["trial"]])
-        table["mlflow_run_id"] = [trials[n].user_attrs.get(names.RUN_ATTR) for n in table["trial"]]
+        table[names.RUN_ATTR] = [trials[n].user_attrs.get(names.RUN_ATTR) for n in table["trial"]]
         return table
 
     @_call
@@ -240,16 +200,16 @@ class Project:
         rows = [{"run_id": r.info.run_id, "status": r.info.status, lam: float(r.data.params.get(lam, "nan")),
                  "test_accuracy": r.data.metrics.get("test_accuracy"),
                  "val_accuracy": r.data.metrics.get("val_accuracy"),
-                 **{key: r.data.tags.get(f"{names.TAG_PREFIX}.{key}") for key in ("model_version", "lambda_source")},
+                 **{key: r.data.tags.get(names.tag(key)) for key in FINAL_TAGS},
                  "start_time": pd.Timestamp(r.info.start_time, unit="ms")}
                 for r in self.session.tracker.find_runs(role="final")]
         return pd.DataFrame(rows, columns=["run_id", "status", lam, "test_accuracy", "val_accuracy",
-                                           "model_version", "lambda_source", "start_time"])
+                                           *FINAL_TAGS, "start_time"])
 
     @_call
     def report(self, stages=names.SEARCH_STAGES) -> Report:
         """Each named stage's trial table and `hpsearch report --json`'s document."""
-        from pipeline.results import report_json, stage_tables
+        from pipeline.search.results import report_json, stage_tables
 
         tables = stage_tables(self.session, stages)
         if not tables:
@@ -260,7 +220,7 @@ class Project:
     @_call
     def champion(self):
         """The registered model cifar10-mlp@champion, as an MLflow pyfunc model (predict: (n, 3072) raw pixels)."""
-        from pipeline.registry import load_champion
+        from pipeline.tracking.registry import load_champion
 
         return load_champion(self.session.tracking_uri)
 
@@ -287,7 +247,7 @@ class Project:
     @_call
     def predict_files(self, paths):
         """`hpsearch predict`: PNG/JPEG images or CIFAR-10 batch files; a file that fails is named in .errors."""
-        from pipeline.predict import predict_files
+        from pipeline.views.predict import predict_files
 
         return predict_files(self.session.tracking_uri, paths)
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 DEFAULT_STORAGE = "studies/optuna.journal"  # a journal file: safe for parallel processes on one machine
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # MLflow 3.13+ refuses the plain file store
 DEFAULT_EXPERIMENT = "cifar10-lambda"
-# The environment variables the CLI's global options and the Python API read.
+# The environment variables the CLI's global options and the Python API read (session.Stores.from_env), and that
+# the --jobs workers are started with (session.Stores.to_env).
 DATA_ENV, STORAGE_ENV, TRACKING_ENV, EXPERIMENT_ENV = (
     "HPSEARCH_DATA", "HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI", "HPSEARCH_EXPERIMENT")
 # Optuna's heartbeat on a database storage: a worker silent for the grace period is dead, its trial FAILs.
 DEFAULT_HEARTBEAT_S, DEFAULT_GRACE_S = 30, 120
 HEARTBEAT_ENV, GRACE_ENV = "HPSEARCH_HEARTBEAT_S", "HPSEARCH_GRACE_S"
+GATE_ENV = "HPSEARCH_WORKER_GATE"  # set for the --jobs workers: they wait for their starter's go on their stdin
+DEBUG_ENV = "HPSEARCH_DEBUG"  # set: an unexpected error shows its traceback instead of one line
 UI_PORT = 5000  # `hpsearch ui` and the links that `hpsearch compare` prints
 
 MODEL_NAME = "cifar10-mlp"
@@ -26,13 +29,31 @@ LAMBDA = "lambda"  # the Optuna parameter and MLflow param of the L2 strength
 OBJECTIVE = "val_accuracy"  # the metric every study maximises (its name in Optuna's plots and dashboards)
 
 TAG_PREFIX = "hpsearch"  # our MLflow tags: hpsearch.study, hpsearch.stage, hpsearch.role, hpsearch.state, ...
+TRIAL_TAG = "trial"  # a trial's run: the trial's number
+FINAL_TRIAL_TAG = "final_trial"  # the final run: the number of its claim, so a dead claimer's run can be closed
+MODEL_VERSION_TAG = "model_version"  # the final run's tag and its claim's user attr: the registered version
+LAMBDA_SOURCE_TAG = "lambda_source"  # the final run: where its λ came from (the confirm stage, a search, --lambda)
+DIGEST_ATTR = "config_digest"  # a final trial's user attr and every training run's tag: the digest of its settings
+NOTE_TAG = "mlflow.note.content"  # MLflow's: the run description the MLflow UI shows
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's: what nested runs carry in the UI
+
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attr holding its stage run
 RUN_ATTR = "mlflow_run_id"  # the trial's user attr holding its run
+SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
+SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
+SURPLUS_ATTR = "surplus"  # the trial's user attr: it yielded to an earlier live trial and trained nothing
+N_VAL_ATTR = "n_val"  # the trial's user attr: the validation images its accuracy was measured on
 RANK_ATTR = "search_rank_agreement"  # the confirm study's user attr: Spearman ρ of search vs confirm values
 RANK_METRIC = "search_rank_rho"  # the confirm stage run's metric of the same ρ
 
 
 FINAL_STAGE = "final"  # the study whose one trial per final setting claims the final training
+
+
+def tag(key: str) -> str:
+    """The MLflow tag one of our keys is stored under: hpsearch.<key>."""
+    return f"{TAG_PREFIX}.{key}"
+
 
 def study_name(experiment: str, stage: str) -> str:
     return f"{experiment}-{stage}"

@@ -6,6 +6,7 @@ Every default and every URL fix-up happens here, once. Nothing here changes proc
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,7 +15,8 @@ from pathlib import Path
 import optuna
 
 from model.whiten import WhitenSpec
-from pipeline import sources
+from pipeline import names
+from pipeline.data import sources
 from pipeline.errors import UserError
 from pipeline.names import (
     DEFAULT_EXPERIMENT,
@@ -22,10 +24,9 @@ from pipeline.names import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
-    study_name,
 )
-from pipeline.terminal import Lines
-from pipeline.tracking import Tracker
+from pipeline.terminal.lines import Lines
+from pipeline.tracking.tracker import Tracker
 from pipeline.urls import absolute_uri, redact, redact_text
 
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
@@ -41,6 +42,32 @@ class Stores:
     experiment: str = DEFAULT_EXPERIMENT
     heartbeat_s: int = DEFAULT_HEARTBEAT_S  # Optuna's heartbeat on a database storage (seconds)
     grace_s: int = DEFAULT_GRACE_S  # a trial whose heartbeat is older than this is failed
+
+    @classmethod
+    def from_env(cls, data_dir=None, storage: str | None = None, tracking_uri: str | None = None,
+                 experiment: str | None = None) -> Stores:
+        """Where data, studies and runs live, as the CLI finds them: the argument, else its environment variable
+        (HPSEARCH_DATA, HPSEARCH_STORAGE, MLFLOW_TRACKING_URI, HPSEARCH_EXPERIMENT; the heartbeat's
+        HPSEARCH_HEARTBEAT_S and HPSEARCH_GRACE_S), else the default."""
+
+        def env(name: str) -> str | None:
+            return os.environ.get(name) or None  # an empty variable counts as unset, as on the command line
+
+        data = data_dir if data_dir is not None else env(names.DATA_ENV)
+        return cls(None if data is None else Path(data),
+                   storage or env(names.STORAGE_ENV) or DEFAULT_STORAGE, tracking_uri or env(names.TRACKING_ENV),
+                   experiment or env(names.EXPERIMENT_ENV) or DEFAULT_EXPERIMENT,
+                   int(env(names.HEARTBEAT_ENV) or DEFAULT_HEARTBEAT_S), int(env(names.GRACE_ENV) or DEFAULT_GRACE_S))
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make from_env (and the CLI's global options) find these stores."""
+        env = {names.STORAGE_ENV: self.storage_url, names.EXPERIMENT_ENV: self.experiment,
+               names.HEARTBEAT_ENV: str(self.heartbeat_s), names.GRACE_ENV: str(self.grace_s)}
+        if self.data_dir is not None:
+            env[names.DATA_ENV] = str(self.data_dir)
+        if self.tracking_uri is not None:
+            env[names.TRACKING_ENV] = self.tracking_uri
+        return env
 
     def heartbeat_params(self) -> dict:
         """What a stage run records of how dead workers are found."""
@@ -85,7 +112,7 @@ class Session:
         self.tracker  # noqa: B018 - opening it is the check
 
     def study_name(self, stage: str) -> str:
-        return study_name(self.experiment, stage)
+        return names.study_name(self.experiment, stage)
 
     def load_study(self, stage: str) -> optuna.Study | None:
         try:

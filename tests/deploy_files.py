@@ -16,13 +16,13 @@ from pathlib import Path
 import typer.main
 import yaml
 
-from pipeline.local_workers import THREAD_VARS
+from pipeline.workers.local import THREAD_VARS
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 ENV_EXAMPLE = DEPLOY / ".env.example"
-BLAS_VARS = set(THREAD_VARS)  # read by NumPy's BLAS; pipeline/local_workers.py sets them for its workers
+BLAS_VARS = set(THREAD_VARS)  # read by NumPy's BLAS; pipeline/workers/local.py sets them for its workers
 
 
 # ---- collecting command lines and environments from the deploy files --------------------------------------

@@ -68,7 +68,7 @@ def test_the_registered_averaged_model_reproduces_the_runs_test_accuracy(project
     from mlflow.tracking import MlflowClient
 
     from model.cifar10 import load_batch
-    from pipeline.registry import load_champion
+    from pipeline.tracking.registry import load_champion
 
     hpsearch("train-final", "--lambda", "0.01", "--set", 'data.whiten="pca"', "--set", "train.cycles=2",
              "--set", "train.average_cycles=2", "--set", "train.tta_flip=true")

@@ -97,7 +97,7 @@ def test_plain_progress_when_not_a_terminal(capsys, monkeypatch):
 
     import rich.console
 
-    from pipeline.terminal import Bars, Lines, open_terminal
+    from pipeline.terminal.lines import Bars, Lines, open_terminal
 
     assert type(open_terminal()) is Lines  # pytest captures stderr: not a terminal
     assert type(open_terminal(interactive=True)) is Bars
@@ -134,7 +134,7 @@ STUDY_FILES = sorted(p.stem for p in (ROOT / "studies").glob("*.toml"))
 
 @pytest.mark.parametrize("stage", STUDY_FILES)
 def test_shipped_settings_files_are_valid_and_documented(stage):
-    from pipeline import config
+    from pipeline.settings import config
 
     cfg = config.load(stage, ROOT / "studies" / f"{stage}.toml")
     text = (ROOT / "studies" / f"{stage}.toml").read_text()
@@ -149,7 +149,7 @@ def test_searches_and_the_final_measure_train_metrics_on_a_subset_the_exercises_
     """train_eval_size only changes which training rows the train_* curves are computed on: searches use a
     fixed seeded 5,000-image subset, and so does the pipeline's final (evaluating all 49,000 images 30 times made
     it 30 % slower), as does the wide final; the report's exercises' curves use every training image."""
-    from pipeline import config
+    from pipeline.settings import config
 
     def size(stage):
         return config.load(stage, ROOT / "studies" / f"{stage}.toml").train.train_eval_size

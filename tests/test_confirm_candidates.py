@@ -9,10 +9,10 @@ import math
 import optuna
 import pytest
 
-from pipeline import confirm
-from pipeline.confirm import Candidate, Score
-from pipeline.confirm.candidates import near
-from pipeline.confirm.stage import pair
+from pipeline.search import confirm
+from pipeline.search.confirm import Candidate, Score
+from pipeline.search.confirm.candidates import near
+from pipeline.search.confirm.stage import pair
 from pipeline.session import Session, Stores
 
 
@@ -75,8 +75,8 @@ def test_the_one_se_pick_is_always_the_second_candidate(session):
 
 
 def test_spread_places_k_lambdas_evenly_in_log10_below_the_largest_tied_lambda(session, tmp_path):
-    from pipeline.config import ConfirmSection
-    from pipeline.confirm.candidates import choose_candidates
+    from pipeline.search.confirm.candidates import choose_candidates
+    from pipeline.settings.config import ConfirmSection
 
     hand_made(session, "coarse", [(1e-5, "COMPLETE", 0.500), (1e-2, "COMPLETE", 0.496), (3e-2, "COMPLETE", 0.480),
                                   (1e-3, "COMPLETE", 0.499)])  # tied within 0.0071: 1e-5 .. 1e-2

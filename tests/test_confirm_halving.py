@@ -1,4 +1,4 @@
-"""Confirm for any space: successive halving across budgets (pipeline.confirm.halving), the last round deciding,
+"""Confirm for any space: successive halving across budgets (pipeline.search.confirm.halving), the last round deciding,
 a fit over several log-scale settings where it is well-posed, and the stage on tiny data promoting a setting that
 is not the search's best because the final-budget trainings say so."""
 
@@ -8,11 +8,11 @@ import math
 
 import pytest
 
-from pipeline.config import ConfirmSection
-from pipeline.confirm.candidates import Candidate
-from pipeline.confirm.halving import cost, spent
-from pipeline.confirm.multifit import fit_separable, log_dims
-from pipeline.confirm.racing import Training, complete, decide, plan, rounds_of
+from pipeline.search.confirm.candidates import Candidate
+from pipeline.search.confirm.halving import cost, spent
+from pipeline.search.confirm.multifit import fit_separable, log_dims
+from pipeline.search.confirm.racing import Training, complete, decide, plan, rounds_of
+from pipeline.settings.config import ConfirmSection
 from tests.test_confirm_rules import fake_objective
 
 
@@ -125,14 +125,14 @@ HALVING = ["--set", 'confirm.strategy="halving"', "--set", "confirm.first_cycles
 
 
 def test_a_two_dimensional_confirm_promotes_what_the_final_budget_prefers_not_the_searchs_best(project, monkeypatch):
-    import pipeline.objective
+    import pipeline.search.objective
     from tests.conftest import hpsearch
     from tests.test_confirm_stage import study_of
     from tests.test_reliability import runs_of
 
     coarse = project / "studies" / "coarse.toml"
     coarse.write_text(coarse.read_text() + '"train.eta_max" = { low = 0.01, high = 0.1, log = true }\n')
-    monkeypatch.setattr(pipeline.objective, "train", short_horizon_bias(pipeline.objective.train))
+    monkeypatch.setattr(pipeline.search.objective, "train", short_horizon_bias(pipeline.search.objective.train))
     hpsearch("search", "coarse", "--n-trials", "6", "--no-prune")
     searched = sorted(study_of(project, "coarse").get_trials(), key=lambda t: -t.value)
     hpsearch("search", "confirm", *HALVING)
@@ -161,9 +161,9 @@ def test_a_two_dimensional_confirm_promotes_what_the_final_budget_prefers_not_th
 def test_the_wide_study_searches_lambda_eta_max_and_eps_and_confirms_them_at_the_finals_budget():
     from pathlib import Path
 
-    from pipeline import config
-    from pipeline.confirm.halving import check
     from pipeline.errors import ConfigError
+    from pipeline.search.confirm.halving import check
+    from pipeline.settings import config
 
     studies = Path(__file__).resolve().parents[1] / "studies"
     space = config.load("coarse", studies / "wide-coarse.toml").space

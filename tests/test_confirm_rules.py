@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import ConfirmSection
-from pipeline.confirm import paired as pr
-from pipeline.confirm.candidates import Candidate
-from pipeline.confirm.fit import fit_quadratic
-from pipeline.confirm.racing import Training, complete, decide, plan, rounds_of
+from pipeline.search.confirm import paired as pr
+from pipeline.search.confirm.candidates import Candidate
+from pipeline.search.confirm.fit import fit_quadratic
+from pipeline.search.confirm.racing import Training, complete, decide, plan, rounds_of
+from pipeline.settings.config import ConfirmSection
 
 
 # ---- per-image correctness and paired differences ------------------------------------------------

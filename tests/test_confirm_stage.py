@@ -69,7 +69,7 @@ def test_train_final_takes_confirms_choice_and_the_old_rule_without_it(confirmed
     folder, out = confirmed
     chosen = study_of(folder, "confirm").user_attrs["chosen"]["train.lambda"]
     assert "confirm stage's choice" in out["final"] and f"λ = {chosen:.4g}" in out["final"]
-    from pipeline.results import best_trial
+    from pipeline.search.results import best_trial
 
     best = best_trial(Session(Stores(storage_url=str(folder / STORAGE))))
     source = f"{best.user_attrs['stage']} trial {best.number}, val acc {best.value:.4f}: best"
@@ -126,7 +126,7 @@ RACE = ["--set", "confirm.k=3", "--set", "confirm.budget=5", "--set", "data.val_
 
 
 def test_a_race_records_per_image_correctness_and_its_decision(project):
-    from pipeline.confirm.paired import decode
+    from pipeline.search.confirm.paired import decode
 
     hpsearch("search", "coarse", "--n-trials", "4", "--no-prune")
     out = hpsearch("search", "confirm", *RACE).output

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from model.cifar10 import Dataset
 from pipeline.api import Project
-from pipeline.data_input import DataInput
+from pipeline.tracking.data_input import DataInput
 
 
 def fake(split="holdout", n_train=450, n_val=50) -> Dataset:
@@ -64,7 +64,7 @@ def test_every_kind_of_training_logs_its_dataset_input(project, cifar_dir):
 def test_a_dataset_another_worker_inserted_at_the_same_moment_is_logged_on_the_second_try():
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.tracker import Tracker
 
     class RacingClient:  # the server answers the loser of the insert race with a duplicate key, once
         calls: list = []

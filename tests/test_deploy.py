@@ -75,7 +75,9 @@ def test_every_mlflow_server_command_line_parses_and_serves_artifacts(monkeypatc
 def test_the_image_holds_what_the_package_and_the_worker_need():
     """What deploy/Dockerfile copies exists, is let through by its .dockerignore, and covers pyproject's packages,
     its readme and the study files the worker reads from ./studies."""
-    from pipeline import toml
+    import setuptools
+
+    from pipeline.settings import toml
 
     lines = (DEPLOY / "Dockerfile").read_text().splitlines()
     sources = [src for line in lines if line.startswith("COPY ") for src in line.split()[1:-1]]
@@ -84,7 +86,9 @@ def test_the_image_holds_what_the_package_and_the_worker_need():
                if line.startswith("!")}
     assert set(sources) <= allowed, set(sources) - allowed
     project = toml.loads((ROOT / "pyproject.toml").read_text())
-    needed = {*project["tool"]["setuptools"]["packages"], project["project"]["readme"], "pyproject.toml"}
+    packages = setuptools.find_packages(ROOT, include=project["tool"]["setuptools"]["packages"]["find"]["include"])
+    assert {"pipeline.cli", "pipeline.search.confirm", "model.cifar10"} <= set(packages), packages  # subpackages too
+    needed = {*(name.split(".")[0] for name in packages), project["project"]["readme"], "pyproject.toml"}
     assert needed <= set(sources), needed - set(sources)
     assert "studies/*.toml" in sources
     assert any(line.startswith("RUN pip install") and "[postgres]" in line for line in lines)

@@ -1,4 +1,4 @@
-"""Spearman's rank correlation of a cheap budget with the final's (pipeline.confirm.fidelity), on hand-made
+"""Spearman's rank correlation of a cheap budget with the final's (pipeline.search.confirm.fidelity), on hand-made
 pairs of trial lists."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipeline.confirm.fidelity import correlate, fisher_interval, spearman
+from pipeline.search.confirm.fidelity import correlate, fisher_interval, spearman
 
 # Five settings: their search values (cheap budget) and final-budget values. Ranks 2 4 3 5 1 against 4 3 5 2 1:
 # Σd² = 4 + 1 + 4 + 9 + 0 = 18, ρ = 1 − 6·18 / (5·24) = 0.1.
@@ -41,7 +41,7 @@ def test_the_uncertainty_by_fisher_z_and_bootstrap():
 
 
 def test_a_low_agreement_gets_a_warning_line_and_a_good_one_none():
-    from pipeline.confirm.agreement import as_attr, lines
+    from pipeline.search.confirm.agreement import as_attr, lines
 
     low = lines(as_attr(correlate(SEARCH, FINAL), "the confirm stage's schedule"))
     assert low[0].startswith("rank agreement of the search budget with the confirm stage's schedule: "

@@ -9,8 +9,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.local_workers import THREAD_VARS, worker_env
 from pipeline.session import Stores, open_storage
+from pipeline.workers.local import THREAD_VARS, worker_env
 from tests.conftest import hpsearch, started_by_this_test
 
 # Seconds per trial (4,800 update steps). This process works from the start, while the worker it starts first
@@ -102,8 +102,8 @@ def test_workers_start_before_the_stores_check_but_open_nothing_when_it_refuses(
     import time
 
     from pipeline.errors import UserError
-    from pipeline.local_workers import workers
     from pipeline.session import Stores
+    from pipeline.workers.local import worker_processes as workers
 
     def refuse():
         time.sleep(5)  # a worker that did not wait would have opened the stores and begun a trial by now

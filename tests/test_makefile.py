@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import toml
+from pipeline.settings import toml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = toml.loads((ROOT / "pyproject.toml").read_text())["project"]

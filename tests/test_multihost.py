@@ -33,7 +33,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline.local_workers import THREAD_VARS
+from pipeline.workers.local import THREAD_VARS
 from tests.conftest import hpsearch_env, write_fast_studies
 from tests.lab_servers import PG_BIN, mlflow_server, postgres
 from tests.netns import Lab, can_make_namespaces

@@ -113,9 +113,9 @@ def test_final_model_is_registered_and_predicts_like_the_network(searched, cifar
     from model.cifar10 import load_dataset
     from model.network import forward
     from model.train import train
-    from pipeline import config
-    from pipeline.results import best_trial
+    from pipeline.search.results import best_trial
     from pipeline.session import Session, Stores
+    from pipeline.settings import config
 
     folder, client, out = searched
     finals = runs(client, "tags.`hpsearch.role` = 'final'")
@@ -262,7 +262,7 @@ def test_compare_opens_the_browser_with_open(searched, monkeypatch):
 
 def test_compare_finds_stages_by_tags_in_the_sessions_experiment_only(searched, monkeypatch):
     """A stage with no study (confirm) is found by its runs' tags; another experiment's runs never mix in."""
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.tracker import Tracker
 
     folder, client, _ = searched
     monkeypatch.chdir(folder)
@@ -283,7 +283,7 @@ def test_compare_finds_stages_by_tags_in_the_sessions_experiment_only(searched, 
 
 def test_ui_links_are_the_runs_view_and_each_search_stages_compare_page(searched):
     from pipeline.session import Session, Stores
-    from pipeline.ui import links_of
+    from pipeline.views.ui import links_of
 
     folder, client, _ = searched
     exp_id = client.get_experiment_by_name("cifar10-lambda").experiment_id

@@ -1,4 +1,4 @@
-"""pipeline.stages.fine_space on hand-made coarse studies: the fine stage's λ bounds are the two best completed
+"""pipeline.search.stages.fine_space on hand-made coarse studies: the fine stage's λ bounds are the two best completed
 trials' λ, widened in log10; pruned and failed trials do not count, and a tie goes to the lower trial number. (The
 fine stage end to end: test_pipeline_end_to_end.py.)"""
 
@@ -9,14 +9,14 @@ import pytest
 
 
 def fine_bounds_of(tmp_path, trials: list[tuple[float, str, float | None]], widen: float = 0.25):
-    """pipeline.stages.fine_space over a hand-made coarse study: (λ, state, value) per trial, in order; the
+    """pipeline.search.stages.fine_space over a hand-made coarse study: (λ, state, value) per trial, in order; the
     λ bounds it derives and where they came from."""
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from pipeline import config
+    from pipeline.search.stages import fine_space
     from pipeline.session import Session, Stores
-    from pipeline.stages import fine_space
+    from pipeline.settings import config
 
     session = Session(Stores(storage_url=str(tmp_path / "optuna.journal")))
     coarse = optuna.create_study(study_name="cifar10-lambda-coarse", storage=session.storage, direction="maximize")

@@ -150,7 +150,7 @@ def test_without_a_champion_one_line_and_exit_1(project):
             f"error: no model registered as cifar10-mlp@champion in sqlite:///{project}/mlruns/mlflow.db; "
             "run `hpsearch train-final` first"
         ]
-        from pipeline.tracking import Tracker
+        from pipeline.tracking.tracker import Tracker
 
         Tracker(URI, "cifar10-lambda")
     assert not (project / "whatever.png").exists()
@@ -191,7 +191,7 @@ def stop_group(proc: subprocess.Popen) -> None:
         pass
 
 
-ONE_LINER = ("import json, sys; from pipeline.predict import image_row; "
+ONE_LINER = ("import json, sys; from pipeline.views.predict import image_row; "
              "print(json.dumps({'inputs': [image_row(p).tolist() for p in sys.argv[1:]]}))")
 
 

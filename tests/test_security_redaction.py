@@ -185,14 +185,14 @@ def test_store_errors_name_a_sqlite_store_without_the_password(project):
 def test_a_failure_that_quotes_a_url_is_recorded_without_the_password(project, monkeypatch):
     """A trial whose exception quotes a URL (MLflow's "API request to http://u:pw@... failed"): the error
     line, the run's tags, the trial's stored reason and `report --json` keep the host and drop the password."""
-    import pipeline.objective
+    import pipeline.search.objective
 
     url = f"http://hp:{SECRET}@mlflow.example:5000/api/2.0/mlflow/runs/log-batch?token={TOKEN}"
 
     def lost_connection(*args, **kwargs):
         raise ConnectionError(f"API request to {url} failed: connection reset")
 
-    monkeypatch.setattr(pipeline.objective, "train", lost_connection)
+    monkeypatch.setattr(pipeline.search.objective, "train", lost_connection)
     storage, tracking = sqlite_urls(project)
     stores = ("--storage", storage, "--tracking-uri", tracking)
     shown = [cli(*stores, "search", "coarse", "--n-trials", "1", code=1), cli(*stores, "report"),

@@ -26,9 +26,9 @@ def _workers_draw(kind: str, folder: Path, n_workers: int = 3, rounds: int = 3) 
     """Workers started at once, each with its own sampler on one study: round r is every worker's r-th
     trial, each sampled before any λ of that round is stored (as processes starting together do: Optuna
     settles a trial's relative search space at its first suggest). λ per round, per worker."""
-    from pipeline import config
-    from pipeline.sampling import make_sampler
+    from pipeline.search.sampling import make_sampler
     from pipeline.session import open_storage
+    from pipeline.settings import config
 
     cfg = config.load("coarse", overrides={"search.sampler": kind, "search.n_trials": n_workers * rounds})
     studies = [optuna.create_study(study_name="cifar10-lambda-coarse", storage=open_storage(str(folder / "o.journal")),
@@ -90,7 +90,7 @@ def running_trial(study: optuna.Study, **attrs) -> optuna.Trial:
 
 def test_a_running_trial_of_this_pid_but_another_process_instance_is_recovered():
     """As after a container restart: pid 1 again, but not the process that ran the trial."""
-    from pipeline.workers import instance_of, owner, recover_orphans
+    from pipeline.workers.ownership import instance_of, owner, recover_orphans
 
     me = owner()
     sleeper = subprocess.Popen(["sleep", "60"])  # a live process whose pid the trials below claim
@@ -113,7 +113,7 @@ def test_a_running_trial_of_this_pid_but_another_process_instance_is_recovered()
 def test_a_trial_whose_owner_is_half_written_is_not_an_orphan():
     """Another worker is writing the owner of its new trial, one user attr at a time: a reader that sees the host
     but not yet the pid must not fail the trial (CI saw "Cannot tell a FAIL trial" from three QMC workers)."""
-    from pipeline.workers import owner, recover_orphans
+    from pipeline.workers.ownership import owner, recover_orphans
 
     study = optuna.create_study(direction="maximize")
     running_trial(study, host=owner()["host"])
@@ -123,7 +123,7 @@ def test_a_trial_whose_owner_is_half_written_is_not_an_orphan():
 
 
 def test_waiting_for_other_workers_ignores_a_trial_of_this_pid_from_another_instance():
-    from pipeline.workers import owner, wait_until_settled
+    from pipeline.workers.ownership import owner, wait_until_settled
 
     study = optuna.create_study(direction="maximize")
     running_trial(study, host=owner()["host"], pid=os.getpid(), instance="another-boot:4242")
@@ -136,7 +136,7 @@ def test_waiting_for_other_workers_ignores_a_trial_of_this_pid_from_another_inst
 
 def test_search_fine_does_not_wait_for_a_dead_instance_of_its_own_pid(project):
     from pipeline.session import open_storage
-    from pipeline.workers import owner
+    from pipeline.workers.ownership import owner
 
     storage = open_storage("studies/optuna.journal")
     coarse = optuna.create_study(study_name="cifar10-lambda-coarse", storage=storage, direction="maximize")

@@ -92,7 +92,7 @@ def pg_storage():
 @needs_postgres
 def test_waiting_for_a_stage_fails_a_trial_whose_heartbeat_is_stale(pg_storage):
     from pipeline.session import open_storage
-    from pipeline.workers import wait_until_settled
+    from pipeline.workers.ownership import wait_until_settled
 
     kill_mid_trial(pg_storage, "s-coarse")
     study = optuna.load_study(study_name="s-coarse", storage=open_storage(pg_storage, HEARTBEAT_S, GRACE_S))
@@ -108,10 +108,10 @@ def test_waiting_for_a_stage_fails_a_trial_whose_heartbeat_is_stale(pg_storage):
 
 @needs_postgres
 def test_the_final_claim_fails_a_dead_claimer_and_trains_once(pg_storage, project, cifar_dir):
-    from pipeline.config import load
-    from pipeline.final import DIGEST_ATTR, train_final
+    from pipeline.final.claim import DIGEST_ATTR, train_final
     from pipeline.session import Session, Stores
-    from pipeline.terminal import Lines
+    from pipeline.settings.config import load
+    from pipeline.terminal.lines import Lines
 
     cfg = load("final")
     kill_mid_trial(pg_storage, f"{EXPERIMENT}-final", **{DIGEST_ATTR: cfg.replace({"train.lambda": 0.01}).digest()})
@@ -223,10 +223,10 @@ def test_a_grace_period_within_one_heartbeat_is_one_line(project):
 
 def test_a_claim_that_finds_an_earlier_live_claim_of_the_same_final_yields_without_training(project, cifar_dir):
     """Two workers that reach the final at the same moment: the later trial number yields (surplus), untrained."""
-    from pipeline.config import load
-    from pipeline.final import DIGEST_ATTR, Claim
+    from pipeline.final.claim import DIGEST_ATTR, Claim
     from pipeline.session import Session, Stores
-    from pipeline.workers import SurplusTrial, owner
+    from pipeline.settings.config import load
+    from pipeline.workers.ownership import SurplusTrial, owner
 
     session = Session(Stores(data_dir=cifar_dir))
     cfg = load("final").replace({"train.lambda": 0.01})
@@ -243,7 +243,7 @@ def test_a_claim_that_finds_an_earlier_live_claim_of_the_same_final_yields_witho
 
 def test_a_pair_enqueued_twice_or_a_trial_the_queue_did_not_fill_yields():
     """Two workers enqueuing confirm's pairs at once: each pair still trains once."""
-    from pipeline.workers import SurplusTrial, claim_enqueued
+    from pipeline.workers.ownership import SurplusTrial, claim_enqueued
 
     study = optuna.create_study(direction="maximize")
     for params in ({"lambda": 0.001, "seed": 0}, {"lambda": 0.001, "seed": 0}):

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from pipeline import space
-from pipeline.config import _types
+from pipeline.settings import space
+from pipeline.settings.config import _types
 from tests.conftest import hpsearch
 from tests.test_confirm_stage import study_of
 from tests.test_reliability import client, runs_of

@@ -11,12 +11,12 @@ import time
 import optuna
 import pytest
 
-from pipeline import config
 from pipeline.errors import UserError
-from pipeline.sampling import make_pruner
+from pipeline.search.sampling import make_pruner
 from pipeline.session import open_storage
+from pipeline.settings import config
 from pipeline.urls import redact
-from pipeline.workers import pid_alive
+from pipeline.workers.ownership import pid_alive
 
 
 def test_pruner_judges_only_at_the_end_of_the_second_to_last_cycle():
@@ -81,7 +81,7 @@ def test_pid_alive_tells_dead_and_zombie_processes():
 
 
 def test_random_sampler_is_reproducible_per_trial_and_differs_between_studies():
-    from pipeline.sampling import TrialSeededRandomSampler
+    from pipeline.search.sampling import TrialSeededRandomSampler
 
     def lambdas(name, seed=0, n=5):
         study = optuna.create_study(study_name=name, sampler=TrialSeededRandomSampler(seed), direction="maximize")
@@ -99,7 +99,7 @@ def test_random_sampler_is_reproducible_per_trial_and_differs_between_studies():
 
 
 def test_stratified_draws_cover_every_slice_of_the_log_range():
-    from pipeline.sampling import TrialSeededRandomSampler
+    from pipeline.search.sampling import TrialSeededRandomSampler
 
     study = optuna.create_study(sampler=TrialSeededRandomSampler(0, strata=8), direction="maximize")
     lams = []
@@ -121,7 +121,7 @@ def test_stratified_draws_skip_slices_held_by_live_trials_after_failures():
 
     from optuna.trial import TrialState
 
-    from pipeline.sampling import TrialSeededRandomSampler
+    from pipeline.search.sampling import TrialSeededRandomSampler
 
     study = optuna.create_study(sampler=TrialSeededRandomSampler(0, strata=8), direction="maximize")
 
@@ -167,7 +167,7 @@ def parent_runs(session) -> list:
 
 
 def _ensure(session):
-    from pipeline.stages import ensure_parent_run
+    from pipeline.search.stages import ensure_parent_run
 
     return ensure_parent_run(session, session.load_study("coarse"), "coarse")
 
@@ -267,7 +267,7 @@ def test_of_two_parent_runs_the_oldest_is_kept_with_every_trial_run(stage):
 
 
 def test_one_se_rule_prefers_the_largest_lambda_tied_with_the_best(tmp_path):
-    from pipeline.results import best_trial
+    from pipeline.search.results import best_trial
     from pipeline.session import Session, Stores
 
     session = Session(Stores(storage_url=str(tmp_path / "optuna.journal")))

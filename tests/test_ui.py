@@ -177,7 +177,7 @@ def test_an_unreachable_http_tracking_server_is_one_line(project):
 
 
 def test_a_tracking_servers_links_carry_no_credentials():
-    from pipeline.links import ui_base
+    from pipeline.tracking.links import ui_base
 
     assert ui_base("https://ann:s3cret@mlflow.example:8443/team/?token=abc", 5000) == "https://mlflow.example:8443/team"
     assert ui_base("http://[::1]:5001", 5000) == "http://[::1]:5001"

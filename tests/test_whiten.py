@@ -14,7 +14,7 @@ from model import whiten
 from model.augment import flip, mirror_permutation
 from model.cifar10 import load_batch
 from model.network import flip_averaged_probabilities, forward, init_params
-from pipeline import sources
+from pipeline.data import sources
 from tests.cifar_fixtures import make_cifar, write_batch
 from tests.conftest import hpsearch
 
@@ -130,7 +130,7 @@ def test_a_whitened_final_is_recorded_and_registered_folded(project):
     3072 → m → 10, and scores the test batch exactly as the run's test accuracy and loss say."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.registry import load_champion
+    from pipeline.tracking.registry import load_champion
 
     hpsearch("train-final", "--lambda", "0.01", "--set", 'data.whiten="zca"', "--set", "data.whiten_eps=0.5",
              "--set", "train.tta_flip=true")
@@ -169,7 +169,7 @@ def test_every_new_setting_round_trips_through_space(project):
     each trial trains with, and records, the values it drew."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline import config, space
+    from pipeline.settings import config, space
 
     table = {"data.whiten": {"choices": ["none", "zca", "pca"]},
              "data.whiten_eps": {"low": 0.1, "high": 3.0, "log": True},

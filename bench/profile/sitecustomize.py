@@ -68,14 +68,18 @@ def _install() -> None:
 
     session.Session.__init__ = session_init
     for module, attr, key in (
-        ("pipeline.objective", "train", "training_steps"), ("pipeline.trainings", "train", "training_steps"),
-        ("model.train", "evaluate", "evaluation"), ("pipeline.trainings", "evaluate", "evaluation"),
-        ("pipeline.tracking", "TrackedRun.checkpoint", "tracking"), ("optuna.trial", "Trial.report", "tracking"),
-        ("optuna.trial", "Trial.should_prune", "tracking"), ("pipeline.sources", "dataset", "data_loads"),
-        ("pipeline.stages", "wait_until_settled", "waits"), ("pipeline.final", "wait_until_settled", "waits"),
-        ("pipeline.confirm", "wait_until_settled", "waits"),
-        ("pipeline.objective", "Objective.__call__", "tracking"), ("pipeline.trainings", "train_run", "tracking"),
-        ("pipeline.stages", "finish_stage", "tracking"), ("pipeline.confirm", "finish", "tracking"),
+        ("pipeline.search.objective", "train", "training_steps"),
+        ("pipeline.final.trainings", "train", "training_steps"),
+        ("model.train", "evaluate", "evaluation"), ("pipeline.final.trainings", "evaluate", "evaluation"),
+        ("pipeline.tracking.run", "TrackedRun.checkpoint", "tracking"),
+        ("optuna.trial", "Trial.report", "tracking"), ("optuna.trial", "Trial.should_prune", "tracking"),
+        ("pipeline.data.sources", "dataset", "data_loads"),
+        ("pipeline.search.stages", "wait_until_settled", "waits"),
+        ("pipeline.final.claim", "wait_until_settled", "waits"),
+        ("pipeline.search.confirm", "wait_until_settled", "waits"),
+        ("pipeline.search.objective", "Objective.__call__", "tracking"),
+        ("pipeline.final.trainings", "train_run", "tracking"),
+        ("pipeline.search.stages", "finish_stage", "tracking"), ("pipeline.search.confirm", "finish", "tracking"),
     ):
         _patch(module, attr, key)
     subprocess.Popen.wait = _timed("child_processes", subprocess.Popen.wait)

@@ -13,6 +13,7 @@ import typer
 from pipeline.errors import Terminated, UserError
 from pipeline.names import (
     DATA_ENV,
+    DEBUG_ENV,
     DEFAULT_EXPERIMENT,
     DEFAULT_GRACE_S,
     DEFAULT_HEARTBEAT_S,
@@ -87,8 +88,8 @@ def main_options(
     ] = DEFAULT_GRACE_S,
 ) -> None:
     """Search λ (coarse → fine), train the final model, and compare runs in the MLflow UI."""
-    from pipeline.api import quiet_libraries
     from pipeline.session import Stores
+    from pipeline.terminal.quiet import quiet_libraries
 
     quiet_libraries()
     ctx.obj = Stores(data_dir, storage, tracking_uri, experiment, heartbeat_s, grace_s)
@@ -97,13 +98,13 @@ def main_options(
 @contextlib.contextmanager
 def session(ctx: typer.Context, progress: bool = True):
     """A Session for the command; any error a user can cause becomes one line and an exit code."""
-    from pipeline.local_workers import await_go
+    from pipeline.workers.local import await_go
 
     await_go()  # a --jobs worker: until its starter has opened the stores
     with errors():
         from pipeline.api import naming_the_tracking_server
         from pipeline.session import Session
-        from pipeline.terminal import Lines, open_terminal
+        from pipeline.terminal.lines import Lines, open_terminal
 
         with open_terminal() if progress else Lines() as terminal:
             s = Session(ctx.obj, terminal)
@@ -126,7 +127,7 @@ def errors():
     except KeyboardInterrupt:
         fail("interrupted: the running trial is marked FAIL and its run KILLED; run the same command to resume", 130)
     except Exception as e:  # an unexpected failure still ends in one line; HPSEARCH_DEBUG=1 shows the traceback
-        if os.environ.get("HPSEARCH_DEBUG"):
+        if os.environ.get(DEBUG_ENV):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
         fail(f"{type(e).__name__}: {first[:400]} (set HPSEARCH_DEBUG=1 for the traceback)", 1)

@@ -35,20 +35,21 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         if best := doc["best"]:
             typer.echo(f"\nbest: {best['stage']} trial {best['trial']}, λ = {best['lambda']:.4g}, "
                        f"val acc {best['val_accuracy']:.4f}")
-        from pipeline.confirm.agreement import lines as rank_lines
+        from pipeline.search.confirm.agreement import lines as rank_lines
 
         for line in rank_lines(doc[RANK_ATTR]):
             typer.echo(line)
 
 
+def _items(metavar: str, help: str):
+    """A command's positional arguments, one or more."""
+    return typer.Argument(metavar=metavar, help=help, show_default=False)
+
+
 @app.command("predict")
 def predict(
     ctx: typer.Context,
-    images: Annotated[
-        list[Path],
-        typer.Argument(metavar="IMAGE", help="PNG or JPEG images (any size), or CIFAR-10 batch files.",
-                       show_default=False),
-    ],
+    images: Annotated[list[Path], _items("IMAGE", "PNG or JPEG images (any size), or CIFAR-10 batch files.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Classify images with the registered model models:/cifar10-mlp@champion; exit 1 if any file failed.
@@ -77,7 +78,7 @@ def ui(ctx: typer.Context, port: PortOpt = UI_PORT, open_: OpenOpt = False) -> N
     Example: hpsearch ui --open
     """
     with session(ctx, progress=False) as s:
-        from pipeline.ui import serve
+        from pipeline.views.ui import serve
 
         serve(s, port, typer.echo, open_browser=open_)
 
@@ -85,11 +86,7 @@ def ui(ctx: typer.Context, port: PortOpt = UI_PORT, open_: OpenOpt = False) -> N
 @app.command("compare")
 def compare(
     ctx: typer.Context,
-    stages: Annotated[
-        list[str],
-        typer.Argument(metavar="STAGE...", help="coarse, fine, confirm (their trials), final (the final runs).",
-                       show_default=False),
-    ],
+    stages: Annotated[list[str], _items("STAGE...", "coarse, fine, confirm (their trials), final (the final runs).")],
     port: PortOpt = UI_PORT,
     open_: OpenOpt = False,
     as_json: JsonOpt = False,
@@ -102,13 +99,13 @@ def compare(
     Example: hpsearch compare coarse fine --open
     """
     with session(ctx, progress=False) as s:
-        from pipeline import links
+        from pipeline.tracking import links
 
         tracker = s.tracker
         run_ids = links.compare_run_ids(tracker, stages)
         url = links.compare_url(links.ui_base(s.tracking_uri, port), run_ids, [tracker.experiment_id])
         if as_json:
-            from pipeline.results import report_json, stage_tables
+            from pipeline.search.results import report_json, stage_tables
 
             doc = report_json(s, stage_tables(s, stages))
             typer.echo(json.dumps(doc | {"url": url, "run_ids": run_ids}, indent=2))
@@ -134,7 +131,7 @@ def data_check(
     """
     with errors():
         from model.cifar10 import DEFAULT_DOWNLOAD_DIR
-        from pipeline.datacheck import check
+        from pipeline.data.check import check
 
         paths = paths or [ctx.obj.data_dir or DEFAULT_DOWNLOAD_DIR]
         code = check(paths, typer.echo, lambda line: typer.echo(line, err=True))

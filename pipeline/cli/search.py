@@ -28,10 +28,10 @@ def _typed(n_trials, sampler, prune, pruner) -> dict:
 def _search(ctx, stage, config, sets, n_trials, sampler, prune, pruner, jobs=1):
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import workers
+        from pipeline.workers.local import worker_processes
 
         cfg = settings(stage, config, sets, _typed(n_trials, sampler, prune, pruner))  # checked once, here
-        with workers(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
+        with worker_processes(ctx.obj, ["search", stage, *_args(config, sets, n_trials, sampler, prune, pruner)], jobs,
                      check=s.check_tracking):
             print_summary(Project.of(s).search(stage, settings=cfg))
 
@@ -45,7 +45,7 @@ def _args(config=None, sets=None, n_trials=None, sampler=None, prune=None, prune
 
 
 def print_summary(summary) -> None:
-    from pipeline.objective import describe
+    from pipeline.search.objective import describe
 
     done = "complete" if summary.complete else "not complete yet (other workers still running?)"
     typer.echo(f"{summary.stage}: {summary.n_finished}/{summary.n_target} trials finished, {done}")
@@ -89,15 +89,15 @@ def search_confirm(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = 
     """
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import workers
+        from pipeline.workers.local import worker_processes
 
         cfg = settings("confirm", config, set_)
-        with workers(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
+        with worker_processes(ctx.obj, ["search", "confirm", *_args(config, set_)], jobs, check=s.check_tracking):
             print_confirm(Project.of(s).confirm(settings=cfg))
 
 
 def print_confirm(result) -> None:
-    from pipeline.objective import describe
+    from pipeline.search.objective import describe
 
     done = "complete" if result.complete else "not complete yet (other workers still running?)"
     d = result.decision
@@ -132,7 +132,7 @@ def pipeline(
 
     Example: HPSEARCH_DATA=~/cifar hpsearch pipeline
     """
-    from pipeline.config import default_path
+    from pipeline.settings.config import default_path
 
     def path(stage: str):
         return default_path(f"{config_set}-{stage}" if config_set else stage)
@@ -142,7 +142,7 @@ def pipeline(
         ctx.obj = dataclasses.replace(ctx.obj, experiment=f"{ctx.obj.experiment}-{config_set}")
     with session(ctx) as s:
         from pipeline.api import Project
-        from pipeline.local_workers import default_jobs, workers
+        from pipeline.workers.local import default_jobs, worker_processes
 
         searches = {stage: settings(stage, path(stage), typed={"search.n_trials": n_trials}) for stage in
                     ("coarse", "fine")}  # every file is checked before anything starts
@@ -152,7 +152,8 @@ def pipeline(
         args = [*(["--n-trials", str(n_trials)] if n_trials is not None else []),
                 *(["--lambda", repr(lam)] if lam is not None else []), *(["--no-confirm"] if no_confirm else []),
                 *(["--config-set", config_set] if config_set else [])]
-        with workers(stores, ["pipeline", *args, "--jobs", "1"], jobs or default_jobs(), check=s.check_tracking):
+        argv = ["pipeline", *args, "--jobs", "1"]
+        with worker_processes(stores, argv, jobs or default_jobs(), check=s.check_tracking):
             project = Project.of(s)
             for stage, cfg in searches.items():
                 print_summary(project.search(stage, settings=cfg))

@@ -11,7 +11,7 @@ from pipeline.cli.common import ConfigOpt, SetOpt, app, session, settings
 
 
 def print_run(result) -> None:
-    from pipeline.trainings import model_line
+    from pipeline.final.trainings import model_line
 
     note = " (already trained with these settings; --force to retrain)" if result.reused else ""
     typer.echo(f"{result.name}: λ = {result.lam:.4g}{note}")

@@ -18,10 +18,17 @@ from typing import NamedTuple
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.sampling import LIVE
+from pipeline.names import SURPLUS_ATTR
+from pipeline.workers.groups import reaches
 
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ORPHAN_AGE_S = 120  # a RUNNING trial without an owner this old was killed before it said who ran it
+
+
+def is_surplus(trial: optuna.trial.FrozenTrial) -> bool:
+    """The trial yielded to an earlier live one (SurplusTrial) and trained nothing."""
+    return bool(trial.user_attrs.get(SURPLUS_ATTR))
 
 
 class SurplusTrial(Exception):
@@ -72,12 +79,8 @@ def _owner(pid: int) -> dict:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not reaches(os.kill, pid):
         return False
-    except PermissionError:
-        return True
     fields = _stat(pid)  # a killed child that nobody reaped yet is a zombie: dead for our purpose
     return fields is None or fields[0] != "Z"
 
@@ -123,7 +126,7 @@ def claim_slot(trial: optuna.Trial, n_trials: int) -> None:
     """Exactly n_trials: when racing workers created one trial too many, the later number yields."""
     earlier = [t for t in trial.study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number]
     if len(earlier) >= n_trials:
-        trial.set_user_attr("surplus", True)
+        trial.set_user_attr(SURPLUS_ATTR, True)
         raise SurplusTrial(f"trial {trial.number}: the stage already has {n_trials} trials")
 
 
@@ -133,7 +136,7 @@ def claim_enqueued(trial: optuna.Trial) -> None:
     trials = {t.number: t for t in trial.study.get_trials(deepcopy=False, states=LIVE)}
     fixed = trials[trial.number].system_attrs.get("fixed_params")
     if fixed is None or any(t.system_attrs.get("fixed_params") == fixed for n, t in trials.items() if n < trial.number):
-        trial.set_user_attr("surplus", True)
+        trial.set_user_attr(SURPLUS_ATTR, True)
         raise SurplusTrial(f"trial {trial.number}: no enqueued values left for it")
 
 

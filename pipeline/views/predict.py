@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from model.cifar10 import CLASSES, D, DataError, load_batch
-from pipeline.registry import load_champion
+from pipeline.tracking.registry import load_champion
 
 SIDE = 32
 FORMATS = ("PNG", "JPEG")

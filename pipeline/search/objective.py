@@ -10,13 +10,12 @@ import optuna
 
 from model.cifar10 import Dataset
 from model.train import DivergedError, train
-from pipeline.config import Settings
-from pipeline.data_input import DataInput
-from pipeline.names import OBJECTIVE, RUN_ATTR
-from pipeline.tracking import TrackedRun, Tracker
-from pipeline.workers import claim_slot, owner
-
-SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
+from pipeline.names import N_VAL_ATTR, OBJECTIVE, RUN_ATTR, SETTINGS_ATTR, TRIAL_TAG
+from pipeline.settings.config import Settings
+from pipeline.tracking.data_input import DataInput
+from pipeline.tracking.run import TrackedRun
+from pipeline.tracking.tracker import Tracker
+from pipeline.workers.ownership import claim_slot, owner
 
 
 def data_params(data: Dataset) -> dict:
@@ -28,8 +27,8 @@ def data_params(data: Dataset) -> dict:
 
 
 @dataclass
-class Stage:
-    """What every trial of one stage shares."""
+class TrialContext:
+    """What every trial of one stage shares: its settings, data, tracker, stage run and suggestions."""
 
     name: str
     study_name: str
@@ -48,11 +47,11 @@ class Stage:
 class Objective:
     """Callable objective: the final validation accuracy of a training with the suggested values."""
 
-    def __init__(self, stage: Stage):
-        self.stage = stage
+    def __init__(self, context: TrialContext):
+        self.context = context
 
     def __call__(self, trial: optuna.Trial) -> float:
-        s = self.stage
+        s = self.context
         claim_slot(trial, s.cfg.search.n_trials)
         for key, value in (owner() | {"stage": s.name}).items():
             trial.set_user_attr(key, value)
@@ -60,7 +59,7 @@ class Objective:
         trial.set_user_attr(SETTINGS_ATTR, values)
         cfg = s.cfg.replace(values)
         data = s.dataset(cfg)
-        trial.set_user_attr("n_val", len(data.y_val))
+        trial.set_user_attr(N_VAL_ATTR, len(data.y_val))
         settings = cfg.train_settings()
         trial.set_user_attr("steps_total", settings.total_steps)  # with steps_trained: the compute pruning saved
         run = self.tracked_run(trial, cfg, values, settings.total_steps, DataInput(data, cfg.data.val_fold,
@@ -83,12 +82,12 @@ class Objective:
         return run.final_val_accuracy
 
     def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: DataInput) -> TrackedRun:
-        s = self.stage
+        s = self.context
         named = {key.partition(".")[2]: value for key, value in values.items()}
         logs = {f"log10_{key.partition('.')[2]}": math.log10(v) for key, v in values.items() if key in s.log_scale}
         run = TrackedRun(
             s.tracker, f"{s.name}-{trial.number}", what=f"{s.name} trial {trial.number}", values=describe(values),
-            steps=steps, tags={"study": s.study_name, "stage": s.name, "trial": trial.number, "role": "trial"},
+            steps=steps, tags={"study": s.study_name, "stage": s.name, TRIAL_TAG: trial.number, "role": "trial"},
             params=cfg.flat() | s.params | data_params(data.data) | named | logs | {"trial": trial.number}, data=data,
             parent_run_id=s.parent_run_id, terminal=s.terminal, outcomes=(optuna.TrialPruned,),
         )
@@ -96,7 +95,7 @@ class Objective:
         return run
 
     def on_checkpoint(self, trial: optuna.Trial, run: TrackedRun, settings):
-        prune = self.stage.cfg.search.pruning != "none"
+        prune = self.context.cfg.search.pruning != "none"
         cycle = 2 * settings.n_s  # the pruner judges only at ends of cycles; asking elsewhere costs a storage read
 
         def report(step: int, metrics: dict) -> None:
@@ -104,7 +103,7 @@ class Objective:
             trial.report(metrics[OBJECTIVE], step)
             if prune and step % cycle == 0 and step < settings.total_steps and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}: val acc {metrics[OBJECTIVE]:.4f} "
-                                         f"(by the {self.stage.cfg.search.pruning} pruner)")
+                                         f"(by the {self.context.cfg.search.pruning} pruner)")
 
         return report
 

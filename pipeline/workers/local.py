@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 
 from pipeline.errors import UserError
+from pipeline.names import GATE_ENV
 from pipeline.session import Stores
+from pipeline.workers.groups import stop_groups
 
+STOP_TIMEOUT_S = 60.0  # a worker stopped mid-trial marks its trial FAIL and its run KILLED first
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-GATE = "HPSEARCH_WORKER_GATE"  # set for the workers `workers` starts: they wait for its go on their stdin
 
 
 def default_jobs() -> int:
@@ -35,14 +36,7 @@ def threads_each(jobs: int) -> int:
 
 
 def worker_env(stores: Stores, jobs: int) -> dict[str, str]:
-    env = dict(os.environ) | dict.fromkeys(THREAD_VARS, str(threads_each(jobs)))
-    env |= {"HPSEARCH_STORAGE": stores.storage_url, "HPSEARCH_EXPERIMENT": stores.experiment,
-            "HPSEARCH_HEARTBEAT_S": str(stores.heartbeat_s), "HPSEARCH_GRACE_S": str(stores.grace_s)}
-    if stores.data_dir is not None:
-        env["HPSEARCH_DATA"] = str(stores.data_dir)
-    if stores.tracking_uri is not None:
-        env["MLFLOW_TRACKING_URI"] = stores.tracking_uri
-    return env
+    return dict(os.environ) | dict.fromkeys(THREAD_VARS, str(threads_each(jobs))) | stores.to_env()
 
 
 @contextlib.contextmanager
@@ -56,7 +50,7 @@ def blas_threads(n: int):
 
 
 @contextlib.contextmanager
-def workers(stores: Stores, args: list[str], jobs: int, check=lambda: None):
+def worker_processes(stores: Stores, args: list[str], jobs: int, check=lambda: None):
     """Start jobs − 1 processes running `python -m pipeline <args>`, then run `check` (opening the stores); the
     body is this process's own share of the work, with its share of the cores. On leaving, wait for the others
     (their progress lines go to our stderr, their output nowhere: this process prints the results). Ctrl-C,
@@ -69,7 +63,7 @@ def workers(stores: Stores, args: list[str], jobs: int, check=lambda: None):
         check()
         yield
         return
-    env = worker_env(stores, jobs) | {GATE: "1"}
+    env = worker_env(stores, jobs) | {GATE_ENV: "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
                               stdin=subprocess.PIPE, start_new_session=True) for _ in range(jobs - 1)]
     try:
@@ -85,7 +79,7 @@ def workers(stores: Stores, args: list[str], jobs: int, check=lambda: None):
             yield
         codes = [p.wait() for p in procs]
     except BaseException:
-        stop(procs)
+        stop_groups(procs, STOP_TIMEOUT_S)
         raise
     failed = [(i, c) for i, c in enumerate(codes, start=1) if c != 0]
     if failed:
@@ -102,30 +96,12 @@ def _release(procs: list[subprocess.Popen], word: bytes) -> None:
 
 
 def await_go() -> None:
-    """In a worker that `workers` started: load the heavy libraries, then wait for the starter's go (its
+    """In a worker that `worker_processes` started: load the heavy libraries, then wait for the starter's go (its
     stores check passed); without it (the check refused, or the starter died), exit quietly."""
-    if os.environ.get(GATE) != "1":
+    if os.environ.get(GATE_ENV) != "1":
         return
     import mlflow.tracking  # noqa: F401 - the start-up that overlaps the starter's check
     import optuna  # noqa: F401
 
     if sys.stdin.readline() != "go\n":
         raise SystemExit(0)
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        _signal(p, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            _signal(p, signal.SIGKILL)
-            p.wait()
-
-
-def _signal(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass

@@ -1,7 +1,9 @@
 """The MLflow layout: one experiment, one parent run per stage, one child run per training.
 
-Everything goes through MlflowClient with explicit run ids (no fluent "active run" state), so trials, stages
-and workers never mix up their runs. `TrackedRun` is the one lifecycle every training shares.
+Everything here goes through MlflowClient with explicit run ids (no fluent "active run" state), so
+several trials, stages or worker processes never mix up their runs. `TrackedRun` (run.py) is the one
+lifecycle every training shares: create, log params, buffer metrics per checkpoint (buffer.py), and on
+every exit path the curves, the outcome and a terminal status.
 """
 
 from __future__ import annotations
@@ -10,26 +12,24 @@ import contextlib
 import functools
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import links, plots, urls
-from pipeline.data_input import DataInput
+from pipeline import urls
 from pipeline.errors import UserError
-from pipeline.names import TAG_PREFIX
+from pipeline.names import PARENT_RUN_TAG, tag
+from pipeline.tracking import links
+from pipeline.tracking.buffer import MetricBuffer
 from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
 
-MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_PARAMS = 100  # MLflow's limit of params per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
-NOTE = "mlflow.note.content"  # the run description the MLflow UI shows
 
 
 @functools.cache
 def code_version() -> str:
     """The git commit of this checkout ('+dirty' when it has local changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
@@ -96,14 +96,14 @@ class Tracker:
     # ---- runs -------------------------------------------------------------------------------
     def find_runs(self, **tags) -> list:
         """Active runs of this experiment carrying all the given hpsearch.* tags, oldest first."""
-        where = " and ".join(f"tags.`{TAG_PREFIX}.{k}` = '{v}'" for k, v in tags.items())
+        where = " and ".join(f"tags.`{tag(k)}` = '{v}'" for k, v in tags.items())
         return list(self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time ASC"]))
 
     def create_run(self, name: str, tags: Mapping[str, object], parent_run_id: str | None = None) -> str:
-        all_tags = {f"{TAG_PREFIX}.{k}": str(v) for k, v in tags.items()}
+        all_tags = {tag(k): str(v) for k, v in tags.items()}
         all_tags["mlflow.source.git.commit"] = code_version()
         if parent_run_id is not None:
-            all_tags["mlflow.parentRunId"] = parent_run_id  # what nested runs carry in the UI
+            all_tags[PARENT_RUN_TAG] = parent_run_id
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
 
     def delete_run(self, run_id: str) -> None:
@@ -119,7 +119,7 @@ class Tracker:
         return run.info.lifecycle_stage == "active" and run.info.experiment_id == self.experiment_id
 
     def children(self, parent_run_id: str, status: str | None = None) -> list:
-        where = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+        where = f"tags.{PARENT_RUN_TAG} = '{parent_run_id}'"
         where += f" and attributes.status = '{status}'" if status else ""
         runs, token = [], None
         while True:
@@ -139,7 +139,7 @@ class Tracker:
         """hpsearch.* tags (the mlflow.* ones, such as the description, pass through as they are)."""
         from mlflow.entities import RunTag
 
-        named = {(k if k.startswith("mlflow.") else f"{TAG_PREFIX}.{k}"): v for k, v in tags.items()}
+        named = {(k if k.startswith("mlflow.") else tag(k)): v for k, v in tags.items()}
         self.client.log_batch(run_id, tags=[RunTag(k, redact_text(str(v))[:5000]) for k, v in named.items()])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -156,6 +156,7 @@ class Tracker:
     def log_input(self, run_id: str, dataset) -> None:
         """The runs view's Datasets column; of two workers inserting one dataset at once, the loser's retry finds it."""
         from mlflow.exceptions import MlflowException
+
         try:
             self.client.log_inputs(run_id, datasets=[dataset])
         except MlflowException:
@@ -170,110 +171,6 @@ class Tracker:
             self.client.set_terminated(run_id, status)
         else:
             self.client.update_run(run_id, status=status)
-
-
-class MetricBuffer:
-    """Collects metric points and sends them in few log_batch calls (flushes when large or old)."""
-
-    def __init__(self, client, run_id: str, max_points: int = 500, max_age_s: float = 10.0):
-        self.client, self.run_id = client, run_id
-        self.points: list = []
-        self.max_points, self.max_age_s = max_points, max_age_s
-        self.last_flush = time.monotonic()
-
-    def add(self, step: int, metrics: Mapping[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.points.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
-        if len(self.points) >= self.max_points or time.monotonic() - self.last_flush > self.max_age_s:
-            self.flush()
-
-    def flush(self) -> None:
-        while self.points:
-            chunk, self.points = self.points[:MAX_BATCH], self.points[MAX_BATCH:]
-            self.client.log_batch(self.run_id, metrics=chunk)
-        self.last_flush = time.monotonic()
-
-
-class TrackedRun:
-    """One training's MLflow run from creation to a terminal status, whatever ends it.
-
-    Created with its params and its data as an MLflow dataset input (data_input.py). Use as a context manager
-    around the training and pass `checkpoint` as its callback. On exit:
-    no exception → FINISHED, state COMPLETE; an exception listed in `outcomes` (a pruned trial) →
-    FINISHED, state PRUNED with the reason; Ctrl-C or SIGTERM → KILLED; anything else → FAILED with the
-    reason. In every case the buffered metrics, best/final validation accuracy, the curves figure, the
-    state tags and a one-line description are written first. The exception itself propagates.
-    """
-
-    def __init__(self, tracker: Tracker, name: str, *, what: str, values: str, steps: int,
-                 tags: Mapping[str, object], params: Mapping[str, object], data: DataInput,
-                 parent_run_id: str | None = None, terminal=None, outcomes: tuple[type[BaseException], ...] = ()):
-        self.tracker, self.name, self.terminal, self.outcomes = tracker, name, terminal, outcomes
-        self.describe, self.values, self.steps = f"{what}, {values}", values, steps
-        self.run_id = tracker.create_run(name, {**tags, "state": "RUNNING"}, parent_run_id=parent_run_id)
-        tracker.set_tags(self.run_id, {NOTE: f"{self.describe}: running"})
-        tracker.log_params(self.run_id, params)
-        tracker.log_input(self.run_id, data.entity())
-        self.metrics = MetricBuffer(tracker.client, self.run_id)
-        self.history: dict[str, list] = {"step": []}
-        self.state = self.reason = None
-
-    def __enter__(self) -> TrackedRun:
-        if self.terminal is not None:
-            self.terminal.trial_start(self.name, self.values, self.steps)
-        return self
-
-    def checkpoint(self, step: int, metrics: Mapping[str, float]) -> None:
-        """The training's callback: buffer the metrics, keep them for the figure, move the progress bar."""
-        self.metrics.add(step, metrics)
-        self.history["step"].append(step)
-        for k, v in metrics.items():
-            self.history.setdefault(k, []).append(v)
-        if self.terminal is not None:
-            self.terminal.checkpoint(step, metrics)
-
-    def log_final(self, metrics: Mapping[str, float]) -> None:
-        """Metrics measured after training (test accuracy), at the last step."""
-        self.metrics.add(self.history["step"][-1] if self.history["step"] else 0, metrics)
-
-    @property
-    def best_val_accuracy(self) -> float | None:
-        return max(self.history.get("val_accuracy", []), default=None)
-
-    @property
-    def final_val_accuracy(self) -> float | None:
-        return (self.history.get("val_accuracy") or [None])[-1]
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None:
-            state, status, reason = "COMPLETE", "FINISHED", ""
-        elif isinstance(exc, self.outcomes):
-            state, status, reason = "PRUNED", "FINISHED", str(exc)
-        elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM as Terminated
-            state, status, reason = "FAIL", "KILLED", f"interrupted ({type(exc).__name__})"
-        else:
-            state, status, reason = "FAIL", "FAILED", f"{type(exc).__name__}: {exc}"
-        reason = redact_text(reason)  # the trial keeps it too, and `report --json` prints it
-        self.state, self.reason = state, reason
-        try:
-            self._close(state, reason)
-        finally:
-            self.tracker.set_status(self.run_id, status)
-        return False
-
-    def _close(self, state: str, reason: str) -> None:
-        best, final = self.best_val_accuracy, self.final_val_accuracy
-        if best is not None:
-            self.metrics.add(self.history["step"][-1], {"best_val_accuracy": best})
-        self.metrics.flush()
-        if self.history["step"]:
-            title = f"{self.describe}: {state.lower()}" + ("" if final is None else f", val acc {final:.4f}")
-            self.tracker.log_figure(self.run_id, plots.curves(self.history, title), "curves.png")
-        outcome = state + ("" if best is None else f", best val acc {best:.4f}") + (f" ({reason})" if reason else "")
-        self.tracker.set_tags(self.run_id, {"state": state, **({"reason": reason} if reason else {}),
-                                            NOTE: f"{self.describe}: {outcome}"})
 
 
 def _prepare_local_store(db: Path) -> str:
@@ -293,6 +190,7 @@ def _prepare_local_store(db: Path) -> str:
 def _as_user_error(what: str):
     """Turn a store that cannot be opened into one line instead of a stack of SQLAlchemy frames."""
     from mlflow.exceptions import MlflowException
+
     try:
         yield
     except (MlflowException, OSError) as e:

@@ -18,10 +18,11 @@ import numpy as np
 from model.network import Params
 from pipeline.errors import UserError
 from pipeline.names import MODEL_ALIAS, MODEL_NAME, MODEL_URI
+from pipeline.settings import legacy
 from pipeline.urls import check_reachable, redact, redact_text, sqlite_path
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-MODEL = Path(__file__).resolve().parents[1] / "model"
+MODEL = Path(__file__).resolve().parents[2] / "model"
 SHIPPED = ("network.py", "augment.py")  # the forward pass and the mirror image test-time averaging needs
 ARTIFACT = "model"
 
@@ -92,7 +93,7 @@ def load_champion(tracking_uri: str):
     try:
         version = client.get_model_version_by_alias(MODEL_NAME, MODEL_ALIAS)
         with tempfile.TemporaryDirectory() as tmp, without_type_hint_nag():
-            if version.source.startswith("models:/"):  # registered by hpsearch 0.1 through a LoggedModel
+            if legacy.logged_model(version.source):
                 local = mlflow.artifacts.download_artifacts(version.source, dst_path=tmp, tracking_uri=tracking_uri,
                                                             registry_uri=tracking_uri)
             else:

@@ -5,8 +5,8 @@ candidates (what to train), paired (per-image correctness and paired differences
 choice), fit (the quadratic over log10 λ), report (the table, figure and decision.md), stage (the Optuna loop).
 """
 
-from pipeline.confirm.candidates import Candidate, candidates
-from pipeline.confirm.racing import Score
-from pipeline.confirm.stage import STAGE, ConfirmResult, chosen_settings, run_confirm
+from pipeline.search.confirm.candidates import Candidate, candidates
+from pipeline.search.confirm.racing import Score
+from pipeline.search.confirm.stage import STAGE, ConfirmResult, chosen_settings, run_confirm
 
 __all__ = ["STAGE", "Candidate", "ConfirmResult", "Score", "candidates", "chosen_settings", "run_confirm"]

@@ -8,8 +8,8 @@ also round 1 against the last round over the candidates that reached it. Fewer t
 
 from __future__ import annotations
 
-from pipeline.confirm.fidelity import RankAgreement, correlate
-from pipeline.confirm.racing import Decision
+from pipeline.search.confirm.fidelity import RankAgreement, correlate
+from pipeline.search.confirm.racing import Decision
 
 
 def value_in(s, r: int) -> float | None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.config import ConfirmSection
 from pipeline.errors import UserError
 from pipeline.names import LAMBDA, SEARCH_STAGES
-from pipeline.results import best_trial, completed, standard_error, trial_settings
+from pipeline.search.results import best_trial, completed, n_val_of, standard_error, trial_settings
 from pipeline.session import Session
+from pipeline.settings.config import ConfirmSection
 
 KEY = "train.lambda"
 
@@ -67,7 +67,7 @@ def tie_range(ranked: list) -> tuple[float, float]:
     """(smallest, largest) λ among the trials within one binomial SE of the best: what the searches cannot
     tell apart."""
     best = ranked[0][1]
-    se = standard_error(best.value, best.user_attrs.get("n_val", 5000))
+    se = standard_error(best.value, n_val_of(best))
     tied = [t.params[LAMBDA] for _, t in ranked if t.value >= best.value - se]
     return min(tied), max(tied)
 

@@ -8,11 +8,9 @@ from collections.abc import Callable
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
-from pipeline.config import Settings
-
-LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+from pipeline.settings.config import Settings
+from pipeline.workers.ownership import LIVE
 
 
 def trial_seed(seed: int, study: optuna.Study, trial_number: int, salt: str = "") -> list[int]:

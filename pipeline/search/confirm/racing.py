@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import ConfirmSection
-from pipeline.confirm import halving
-from pipeline.confirm.candidates import KEY, Candidate
-from pipeline.confirm.fit import Fit, fit_quadratic
-from pipeline.confirm.multifit import MultiFit, fit_separable, log_dims
-from pipeline.confirm.paired import Paired, paired
-from pipeline.results import standard_error
+from pipeline.search.confirm import halving
+from pipeline.search.confirm.candidates import KEY, Candidate
+from pipeline.search.confirm.fit import Fit, fit_quadratic
+from pipeline.search.confirm.multifit import MultiFit, fit_separable, log_dims
+from pipeline.search.confirm.paired import Paired, paired
+from pipeline.search.results import standard_error
+from pipeline.settings.config import ConfirmSection
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def compare(a: dict[int, Training], b: dict[int, Training]) -> Paired | None:
     return Paired(statistics.fmean(diffs), se, len(diffs))
 
 
-def best_of(entrants: list[int], table: dict[int, dict[int, Training]]) -> int:
+def leader(entrants: list[int], table: dict[int, dict[int, Training]]) -> int:
     """The entrant with the highest mean (they share their rounds); ties: the earlier candidate."""
     return max(entrants, key=lambda c: (statistics.fmean(t.value for t in table[c].values()), -c))
 
@@ -93,7 +93,7 @@ def plan(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[i
     entrants = [i for i in entrants if r - 1 in table.get(i, {})]  # a diverged one stops
     if not entrants:
         return []
-    best = best_of(entrants, table)
+    best = leader(entrants, table)
     alive = [i for i in entrants if i == best or not clear_loser(compare(table[best], table[i]), c.z)]
     alive.sort(key=lambda i: (-statistics.fmean(t.value for t in table[i].values()), i))
     used = sum(len(plan(q, k, c, trainings)) for q in range(r))
@@ -158,7 +158,7 @@ def decide(cands: list[Candidate], trainings: list[Training], rule: str, c: Conf
     if c.strategy == "halving":
         q = max(r for i in last for r in table[i])
         judge = {i: {q: table[i][q]} for i in last if q in table[i]} or table
-    best = best_of(list(judge), judge) if judge is not table else best_of(last, table)
+    best = leader(list(judge), judge) if judge is not table else leader(last, table)
     for i, s in scored.items():
         by = judge if i in judge else table  # halving: the last round's entrants compared there alone
         s.vs_best = None if i == best else compare(by[best], by[i])

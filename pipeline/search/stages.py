@@ -7,18 +7,36 @@ import dataclasses
 import optuna
 from optuna.trial import TrialState
 
-from pipeline import plots, space
-from pipeline.config import Settings
 from pipeline.errors import UserError
-from pipeline.names import LAMBDA, OBJECTIVE, PARENT_ATTR, SEARCH_STAGES
-from pipeline.objective import Objective, Stage, data_params
-from pipeline.results import StageSummary, best_of, completed, lambda_points, stage_metrics, trial_settings, trial_table
-from pipeline.sampling import make_pruner, make_sampler
+from pipeline.names import (
+    LAMBDA,
+    N_VAL_ATTR,
+    NOTE_TAG,
+    OBJECTIVE,
+    PARENT_ATTR,
+    PARENT_RUN_TAG,
+    SEARCH_STAGES,
+    SPACE_ATTR,
+    TRIAL_TAG,
+    tag,
+)
+from pipeline.search.objective import Objective, TrialContext, data_params
+from pipeline.search.results import (
+    StageSummary,
+    best_completed,
+    completed,
+    lambda_points,
+    stage_metrics,
+    trial_settings,
+    trial_table,
+)
+from pipeline.search.sampling import make_pruner, make_sampler
 from pipeline.session import Session
-from pipeline.tracking import NOTE, code_version
-from pipeline.workers import SurplusTrial, recover_orphans, tally, wait_until_settled
-
-SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
+from pipeline.settings import legacy, space
+from pipeline.settings.config import Settings
+from pipeline.tracking import plots
+from pipeline.tracking.tracker import code_version
+from pipeline.workers.ownership import SurplusTrial, is_surplus, recover_orphans, tally, wait_until_settled
 
 
 def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
@@ -37,18 +55,18 @@ def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
                                              searched, close))
 
 
-def settle(session: Session, study: optuna.Study, stage: Stage, n: int, finish, refill=lambda: None):
+def settle(session: Session, study: optuna.Study, context: TrialContext, n: int, finish, refill=lambda: None):
     """Run trials until the study holds n finished ones, counting those other workers run; then wait until theirs
     settle, taking over from a worker that died. `finish(close)` summarises the stage; the worker that completes
     the stage closes its run (close=True), the others only read. `refill` re-enqueues what a dead worker held."""
     while True:
-        run_trials(session, study, stage, n, refill)
-        close_orphan_runs(session, study, stage.parent_run_id)  # Optuna fails stale trials as each trial starts too
+        run_trials(session, study, context, n, refill)
+        close_orphan_runs(session, study, context.parent_run_id)  # Optuna fails stale trials as each trial starts too
         result = finish(True)
         if result.complete:
             return result
         wait_until_settled(study, session.terminal.say, n=n,
-                           on_failed=lambda _: close_orphan_runs(session, study, stage.parent_run_id))
+                           on_failed=lambda _: close_orphan_runs(session, study, context.parent_run_id))
         if tally(study).finished >= n:
             return finish(False)
 
@@ -61,9 +79,8 @@ def stage_space(session: Session, stage: str, cfg: Settings) -> tuple[space.Spac
     existing = session.load_study("fine")
     if existing is not None and SPACE_ATTR in existing.user_attrs:
         return space.from_json(existing.user_attrs[SPACE_ATTR]), {}
-    if existing is not None and "lambda_min" in existing.user_attrs:  # a fine study of hpsearch 0.1
-        lo, hi = existing.user_attrs["lambda_min"], existing.user_attrs["lambda_max"]
-        return {"train.lambda": space.Dimension("train.lambda", "float", lo, hi, True)}, {}
+    if existing is not None and (old := legacy.fine_space(existing)) is not None:
+        return old, {}
     return fine_space(session, cfg)
 
 
@@ -108,21 +125,18 @@ def settled_study(session: Session, stage: str) -> optuna.Study | None:
 def coarse_space_of(study: optuna.Study) -> space.Space:
     if SPACE_ATTR in study.user_attrs:
         return space.from_json(study.user_attrs[SPACE_ATTR])
-    dist = study.trials[0].distributions[LAMBDA]  # a coarse study of hpsearch 0.1 searched λ alone
-    return {"train.lambda": space.Dimension("train.lambda", "float", dist.low, dist.high, dist.log)}
+    return legacy.coarse_space(study)
 
 
 def record_space(study: optuna.Study, searched: space.Space, source: dict) -> None:
     study.set_user_attr(SPACE_ATTR, space.to_json(searched))
-    if "train.lambda" in searched and searched["train.lambda"].kind == "float":  # as hpsearch 0.1 recorded it
-        study.set_user_attr("lambda_min", searched["train.lambda"].low)
-        study.set_user_attr("lambda_max", searched["train.lambda"].high)
+    legacy.record_lambda_bounds(study, searched)
     for key, value in source.items():
         study.set_user_attr(key, value)
 
 
 def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings, suggest, log_scale: frozenset,
-                stage_params: dict) -> Stage:
+                stage_params: dict) -> TrialContext:
     """The data, the stage's parent run (found or created once) and what every trial shares. A stage that
     other workers completed needs no data: it is not loaded."""
     tracker = session.tracker
@@ -134,7 +148,7 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
         params |= data_params(session.dataset(cfg.data.split, cfg.data.val_size, cfg.data.val_fold))
     if new_parent:
         tracker.log_params(parent, cfg.flat() | params | stage_params | session.stores.heartbeat_params())
-    tracker.set_tags(parent, {"n_trials": n, NOTE: f"{stage} stage of {session.experiment}: {n} trials"})
+    tracker.set_tags(parent, {"n_trials": n, NOTE_TAG: f"{stage} stage of {session.experiment}: {n} trials"})
     study.set_user_attr("n_trials", n)  # the target the next stage checks against
     recover_orphans(study)
     close_orphan_runs(session, study, parent)
@@ -143,35 +157,36 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
     def dataset(c: Settings):  # a trial's data by its settings: confirm's seeds validate on their own blocks
         return session.dataset(c.data.split, c.data.val_size, c.data.val_fold, c.data.whitening)
 
-    return Stage(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale, params,
-                 session.data_origin)
+    return TrialContext(stage, study.study_name, cfg, dataset, tracker, parent, suggest, session.terminal, log_scale,
+                        params, session.data_origin)
 
 
-def run_trials(session: Session, study: optuna.Study, stage: Stage, n: int, refill=lambda: None) -> None:
+def run_trials(session: Session, study: optuna.Study, context: TrialContext, n: int, refill=lambda: None) -> None:
     """Until the study holds n finished trials, counting those other workers are running. `refill` enqueues
     the values a stage of enqueued trials still lacks."""
-    objective = Objective(stage)
+    objective = Objective(context)
     try:
         while True:
             done = tally(study)
-            session.terminal.stage(stage.name, n, min(done.finished, n))
+            session.terminal.stage(context.name, n, min(done.finished, n))
             if done.finished + done.running >= n:
                 break
             refill()
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[_announce(session, stage.name, n)])
+            announce = _announce(session, context.name, n)
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[announce])
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
-        stage.tracker.set_status(stage.parent_run_id, "KILLED")
+        context.tracker.set_status(context.parent_run_id, "KILLED")
         raise
     except Exception:
-        stage.tracker.set_status(stage.parent_run_id, "FAILED")
+        context.tracker.set_status(context.parent_run_id, "FAILED")
         raise
 
 
 def _announce(session: Session, stage: str, n: int):
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.user_attrs.get("surplus"):
+        if is_surplus(trial):
             return
-        best = best_of(study)
+        best = best_completed(study)
         state, value = trial.state.name, trial.value
         if trial.state == TrialState.PRUNED:  # its value is only the last report: show why instead
             state, value = f"PRUNED ({trial.user_attrs.get('reason', '')})", None
@@ -210,7 +225,7 @@ def ensure_parent_run(session: Session, study: optuna.Study, stage: str) -> tupl
         found = _oldest(runs)
         for loser in {r.info.run_id for r in runs} - {found}:
             for child in tracker.children(loser):
-                tracker.set_tags(child.info.run_id, {"mlflow.parentRunId": found})
+                tracker.set_tags(child.info.run_id, {PARENT_RUN_TAG: found})
             tracker.delete_run(loser)  # deleting twice (the other worker too) is no error
     study.set_user_attr(PARENT_ATTR, found)
     return found, found == mine
@@ -224,7 +239,7 @@ def close_orphan_runs(session: Session, study: optuna.Study, parent_run_id: str)
     """Runs still RUNNING whose trial is over (its process died): KILLED, with the reason."""
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     for run in session.tracker.children(parent_run_id, status="RUNNING"):
-        number = int(run.data.tags.get("hpsearch.trial", -1))
+        number = int(run.data.tags.get(tag(TRIAL_TAG), -1))
         if states.get(number) not in (None, TrialState.RUNNING):
             session.tracker.set_tags(run.info.run_id, {"state": "FAIL", "reason": "its process died (found by a "
                                                        "later run)"})
@@ -238,7 +253,7 @@ def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str,
     tracker = session.tracker
     done = tally(study)
     complete = done.finished >= n and done.running == 0
-    best = best_of(study)
+    best = best_completed(study)
     if close and complete and tracker.status(parent) != "FINISHED":  # the worker that finishes the stage closes it
         tracker.log_metrics(parent, stage_metrics(study))
         if best is not None:
@@ -249,7 +264,7 @@ def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str,
             points = {s: lambda_points(session.load_study(s)) for s in SEARCH_STAGES[: SEARCH_STAGES.index(stage) + 1]}
             fine_range = (searched["train.lambda"].low, searched["train.lambda"].high) if stage == "fine" else None
             figure = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: " + " and ".join(points), fine_range,
-                                              best.user_attrs.get("n_val") if best else None)
+                                              best.user_attrs.get(N_VAL_ATTR) if best else None)
             tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
         if len(searched) > 1:
             tracker.log_figure(parent, plots.parallel_coordinates(study, searched), "parallel_coordinates.png")

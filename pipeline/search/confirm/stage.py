@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from pipeline.config import ConfirmSection, Settings
-from pipeline.confirm import agreement, halving, racing, report
-from pipeline.confirm.candidates import Candidate, choose_candidates, near
-from pipeline.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
-from pipeline.confirm.racing import Decision, Training, decide, plan
 from pipeline.errors import ConfigError, UserError
 from pipeline.names import RANK_ATTR, SEARCH_STAGES
-from pipeline.results import trial_settings
-from pipeline.sampling import LIVE
+from pipeline.search.confirm import agreement, halving, racing, report
+from pipeline.search.confirm.candidates import Candidate, choose_candidates, near
+from pipeline.search.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
+from pipeline.search.confirm.racing import Decision, Training, decide, plan
+from pipeline.search.results import n_val_of, trial_settings
+from pipeline.search.stages import open_study, settle, settled_study, start_stage
 from pipeline.session import Session
-from pipeline.stages import open_study, settle, settled_study, start_stage
-from pipeline.workers import FINISHED, claim_enqueued, tally
+from pipeline.settings import legacy
+from pipeline.settings.config import ConfirmSection, Settings
+from pipeline.workers.ownership import FINISHED, LIVE, claim_enqueued, is_surplus, tally
 
 STAGE = "confirm"
 CANDIDATES_ATTR, CHOSEN_ATTR, FOLDS_ATTR, PLAN_ATTR = "candidates", "chosen", "folds", "plan"
@@ -69,9 +69,9 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         study.set_user_attr(FOLDS_ATTR, folds)
         study.set_user_attr(PLAN_ATTR, dataclasses.asdict(c) | {"seed": seed0})
         study.set_user_attr(CANDIDATES_ATTR, json.dumps([dataclasses.asdict(x) for x in cands]))
-    stage = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds, halving.columns(c)),
+    context = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds, halving.columns(c)),
                         frozenset({"train.lambda"}), {"confirm.candidates": json.dumps([x.settings for x in cands])})
-    stage = dataclasses.replace(stage, after=record_correctness)
+    context = dataclasses.replace(context, after=record_correctness)
     used, r, result = 0, 0, None
     while batch := next_rounds(r, len(cands), c, stored(study, cands, seed0)):
         used += sum(len(entrants) for _, entrants in batch)
@@ -83,10 +83,10 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
             with session.tracker.lock():  # two workers starting a round enqueue its pairs once
                 enqueue_missing(study, wanted)
 
-        result = settle(session, study, dataclasses.replace(stage, cfg=cfg.replace({"search.n_trials": used})), used,
-                        lambda close: finish(session, study, stage.parent_run_id, cands, c, seed0, close), refill)
+        result = settle(session, study, dataclasses.replace(context, cfg=cfg.replace({"search.n_trials": used})), used,
+                        lambda close: finish(session, study, context.parent_run_id, cands, c, seed0, close), refill)
         r = batch[-1][0] + 1
-    return result or finish(session, study, stage.parent_run_id, cands, c, seed0)
+    return result or finish(session, study, context.parent_run_id, cands, c, seed0)
 
 
 def next_rounds(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[tuple[int, list[int]]]:
@@ -116,16 +116,16 @@ def check_blocks(session: Session, cfg: Settings, rounds: int) -> None:
                           "set confirm.folds = false")
 
 
-def pair(c: Candidate, i: int, r: int, seed0: int, folds: bool, extra: dict | None = None) -> tuple[dict, dict]:
+def pair(cand: Candidate, i: int, r: int, seed0: int, folds: bool, extra: dict | None = None) -> tuple[dict, dict]:
     """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r (and with
     halving, the round's length)."""
-    values = c.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {}) | (extra or {})
+    values = cand.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {}) | (extra or {})
     return {k.partition(".")[2]: v for k, v in values.items()}, {ROUND_ATTR: r, CANDIDATE_ATTR: i}
 
 
 def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool, extra: dict | None = None):
     """Optuna distributions spanning the candidates, so an enqueued pair's values come back as they are."""
-    columns = {key: [c.settings[key] for c in cands] for key in cands[0].settings} | (extra or {})
+    columns = {key: [cand.settings[key] for cand in cands] for key in cands[0].settings} | (extra or {})
     columns["train.seed"] = [seed0, seed0 + max(rounds - 1, 0)]
     if folds:
         columns["data.val_fold"] = [0, max(rounds - 1, 0)]
@@ -181,13 +181,13 @@ def stored(study: optuna.Study, cands: list[Candidate], seed0: int) -> list[Trai
         settings.pop("train.cycles", None)  # halving: the round's length
         i = t.user_attrs.get(CANDIDATE_ATTR)
         if i is None:  # a trial of an earlier confirm stage: its candidate by its settings
-            i = next((j for j, c in enumerate(cands) if near(settings, c.settings, 0.0)), None)
-        if i is None or t.user_attrs.get("surplus"):
+            i = next((j for j, cand in enumerate(cands) if near(settings, cand.settings, 0.0)), None)
+        if i is None or is_surplus(t):
             continue
         r = t.user_attrs.get(ROUND_ATTR, seed - seed0)
         ok = t.state == optuna.trial.TrialState.COMPLETE
         bits = t.user_attrs.get(CORRECT_ATTR)
-        correct = decode(bits, t.user_attrs.get("n_val", 5000)) if ok and bits else None
+        correct = decode(bits, n_val_of(t)) if ok and bits else None
         out.append(Training(i, r, t.value if ok else math.nan, correct))
     return out
 
@@ -197,7 +197,7 @@ def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candi
     """The scores; once complete, the choice is recorded in the study (the same by whichever worker records it),
     and with `close` the stage run gets the table, the figure and decision.md."""
     trainings = stored(study, cands, seed0)
-    n_val = next((t.user_attrs.get("n_val", 5000) for t in study.get_trials(deepcopy=False)), 5000)
+    n_val = next((n_val_of(t) for t in study.get_trials(deepcopy=False)), legacy.N_VAL)
     decision = decide(cands, trainings, c.select, c, n_val)
     complete = tally(study).running == 0 and racing.complete(len(cands), c, trainings)
     if complete and decision.chosen is not None and CHOSEN_ATTR not in study.user_attrs:

@@ -1,11 +1,11 @@
 """`hpsearch ui`: the MLflow UI on the project's tracking store, bound to 127.0.0.1, until Ctrl-C.
 
 It prints (and with --open opens) the experiment's runs view, not the server's root, which is the GenAI home
-page in MLflow 3.x, and the compare pages of the latest coarse and fine trials (pipeline/links.py).
+page in MLflow 3.x, and the compare pages of the latest coarse and fine trials (pipeline/tracking/links.py).
 
 The server (`python -m mlflow ui` from this interpreter) runs in its own process group, so Ctrl-C in
 the terminal reaches only us; we then stop the whole group (the mlflow CLI, uvicorn and its
-workers): SIGTERM, a grace period, SIGKILL.
+workers): SIGTERM, a grace period, SIGKILL (workers/groups.py).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import links
 from pipeline.errors import Terminated, UserError
 from pipeline.names import SEARCH_STAGES
+from pipeline.tracking import links
 from pipeline.urls import check_reachable, is_http, sqlite_path
+from pipeline.workers.groups import signal_group, stop_groups
 
 HOST = links.UI_HOST
 START_TIMEOUT_S = 90.0
@@ -75,20 +76,7 @@ def wait_ready(proc: subprocess.Popen, url: str, timeout: float, log: Path) -> N
 
 def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM to the server's process group, wait, SIGKILL what is left after the timeout."""
-    pgid = proc.pid  # start_new_session: the server leads its own group
-    _killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _killpg(pgid, signal.SIGKILL)
-        proc.wait()
-    # uvicorn and its workers may outlive the mlflow CLI that started them by a moment.
-    while _group_alive(pgid):
-        if time.monotonic() > deadline:
-            _killpg(pgid, signal.SIGKILL)
-            break
-        time.sleep(0.1)
+    stop_groups([proc], timeout)
 
 
 def links_of(session, base: str) -> list[str]:
@@ -133,7 +121,7 @@ def serve(session, port: int, echo: Callable[[str], None], open_browser: bool = 
         try:
             stop(proc)
         except (KeyboardInterrupt, Terminated):  # impatient second Ctrl-C
-            _killpg(proc.pid, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             proc.wait()
 
 
@@ -144,23 +132,6 @@ def _announce(lines: list[str], echo: Callable[[str], None], open_browser: bool)
         import webbrowser
 
         webbrowser.open(lines[0].partition(": ")[2])
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _last_line(log: Path) -> str:

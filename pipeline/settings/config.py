@@ -19,8 +19,8 @@ from pathlib import Path
 from model import cifar10
 from model.train import TrainSettings
 from model.whiten import WhitenSpec
-from pipeline import space, toml
 from pipeline.errors import ConfigError
+from pipeline.settings import legacy, space, toml
 
 STUDIES = Path("studies")
 SAMPLERS = ("random", "tpe", "qmc")
@@ -176,11 +176,6 @@ class ConfirmSection:
 SECTIONS: dict[str, type] = {"data": DataSection, "model": ModelSection, "train": TrainSection,
                              "search": SearchSection, "fine": FineSection, "confirm": ConfirmSection}
 DEFAULT_SPACE = {"train.lambda": {"low": 1e-5, "high": 1e-1, "log": True}}
-MOVED = {  # keys of hpsearch 0.1, and where they went
-    "search.lambda_min": 'the λ line of [space]: "train.lambda" = { low = 1e-5, high = 1e-1, log = true }',
-    "search.lambda_max": 'the λ line of [space]: "train.lambda" = { low = 1e-5, high = 1e-1, log = true }',
-    "search.widen": "[fine] widen",
-}
 
 
 def _keys(section: type) -> dict[str, dataclasses.Field]:
@@ -277,8 +272,8 @@ def build(name: str, values: dict[str, object], source: str = "", searched: dict
     table = {}
     for dotted, value in values.items():
         section, _, key = dotted.partition(".")
-        if dotted in MOVED:
-            raise ConfigError(f"{where}{dotted} moved to {MOVED[dotted]}")
+        if dotted in legacy.MOVED:
+            raise ConfigError(f"{where}{dotted} moved to {legacy.MOVED[dotted]}")
         if section == "space":
             table[key] = value
             continue

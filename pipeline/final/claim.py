@@ -15,18 +15,26 @@ import os
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.config import Settings
 from pipeline.errors import UserError
-from pipeline.local_workers import blas_threads
-from pipeline.names import FINAL_STAGE, RUN_ATTR
-from pipeline.objective import describe
-from pipeline.sampling import LIVE
+from pipeline.final.choice import final_settings, previous_final
+from pipeline.final.trainings import RunResult, train_run
+from pipeline.names import (
+    DIGEST_ATTR,
+    FINAL_STAGE,
+    FINAL_TRIAL_TAG,
+    LAMBDA_SOURCE_TAG,
+    MODEL_VERSION_TAG,
+    RUN_ATTR,
+    SETTINGS_ATTR,
+    SURPLUS_ATTR,
+    tag,
+)
+from pipeline.search.objective import describe
 from pipeline.session import Session
-from pipeline.trainings import RunResult, final_settings, previous_final, train_run
-from pipeline.workers import SurplusTrial, owner, wait_until_settled
+from pipeline.settings.config import Settings
+from pipeline.workers.local import blas_threads
+from pipeline.workers.ownership import LIVE, SurplusTrial, owner, wait_until_settled
 
-DIGEST_ATTR = "config_digest"
-TRIAL_TAG = "final_trial"  # the final run's tag naming its claim, so a dead claimer's run can be closed
 INTERRUPTED = "interrupted"  # a reason that lets another worker take the final over
 
 
@@ -39,7 +47,7 @@ def train_final(session: Session, cfg: Settings, lam: float | None = None, force
     if not force and (run := previous_final(session, cfg)) is not None:
         m = run.data.metrics
         return RunResult(run.info.run_id, "final", cfg.train.lam, m.get("test_accuracy", math.nan),
-                         m.get("val_accuracy", math.nan), run.data.tags.get("hpsearch.model_version"), reused=True)
+                         m.get("val_accuracy", math.nan), run.data.tags.get(tag(MODEL_VERSION_TAG)), reused=True)
     study = optuna.create_study(study_name=session.study_name(FINAL_STAGE), storage=session.storage,
                                 direction="maximize", load_if_exists=True)
     claim = Claim(session, cfg, values, source, first=len(study.get_trials(deepcopy=False)) if force else 0)
@@ -74,36 +82,36 @@ class Claim:
 
     def __call__(self, trial: optuna.Trial) -> float:
         digest = self.cfg.digest()
-        for key, value in (owner() | {DIGEST_ATTR: digest, "settings": self.values}).items():
+        for key, value in (owner() | {DIGEST_ATTR: digest, SETTINGS_ATTR: self.values}).items():
             trial.set_user_attr(key, value)
         rivals = [t for t in trial.study.get_trials(deepcopy=False, states=LIVE)
                   if self.first <= t.number < trial.number and t.user_attrs.get(DIGEST_ATTR, digest) == digest]
         if rivals:
-            trial.set_user_attr("surplus", True)
+            trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"trial {trial.number}: trial {rivals[0].number} trains the final")
         self.session.terminal.say(f"final training with {describe(self.values)} ({self.source})")
         try:
             with blas_threads(os.cpu_count() or 1):  # the other workers wait: the final takes every core
                 result = train_run(self.session, self.cfg, "final", role="final", register=True,
-                                   tags={"lambda_source": self.source, TRIAL_TAG: trial.number})
+                                   tags={LAMBDA_SOURCE_TAG: self.source, FINAL_TRIAL_TAG: trial.number})
         except BaseException as e:
             trial.set_user_attr("reason", INTERRUPTED if isinstance(e, KeyboardInterrupt) else f"{e}"[:300])
             raise
         for key, value in {RUN_ATTR: result.run_id, "test_accuracy": result.test_accuracy, "lambda": result.lam,
-                           "model_version": str(result.model_version)}.items():
+                           MODEL_VERSION_TAG: str(result.model_version)}.items():
             trial.set_user_attr(key, value)
         return result.val_accuracy
 
 
 def result_of(trial: optuna.trial.FrozenTrial, lam: float) -> RunResult:
     a = trial.user_attrs
-    return RunResult(a[RUN_ATTR], "final", a.get("lambda", lam), a["test_accuracy"], trial.value, a["model_version"])
+    return RunResult(a[RUN_ATTR], "final", a.get("lambda", lam), a["test_accuracy"], trial.value, a[MODEL_VERSION_TAG])
 
 
 def kill_runs(session: Session, numbers: list[int]) -> None:
     """The runs of final trials whose worker died: KILLED, with the reason."""
     for number in numbers:
-        for run in session.tracker.find_runs(role="final", **{TRIAL_TAG: number}):
+        for run in session.tracker.find_runs(role="final", **{FINAL_TRIAL_TAG: number}):
             if run.info.status == "RUNNING":
                 session.tracker.set_tags(run.info.run_id, {"state": "FAIL",
                                                            "reason": "its process died (found by another worker)"})

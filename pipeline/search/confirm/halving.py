@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline.config import ConfirmSection
+from pipeline.settings.config import ConfirmSection
 
 
 def cycles(c: ConfirmSection, r: int) -> int:
@@ -34,7 +34,7 @@ def spent(c: ConfirmSection, rounds: list[list[int]]) -> float:
 
 def plan(r: int, k: int, c: ConfirmSection, trainings: list) -> list[int]:
     """The candidates round r trains, from the finished rounds before it; [] when the stage is done."""
-    from pipeline.confirm import racing
+    from pipeline.search.confirm import racing
 
     if r >= c.rungs:
         return []
@@ -49,7 +49,7 @@ def plan(r: int, k: int, c: ConfirmSection, trainings: list) -> list[int]:
     entrants = [i for i in entrants if r - 1 in table.get(i, {})]  # a diverged one stops
     if not entrants:
         return []
-    best = racing.best_of(entrants, table)
+    best = racing.leader(entrants, table)
     alive = [i for i in entrants if i == best or not racing.clear_loser(racing.compare(table[best], table[i]), c.z)]
     alive.sort(key=lambda i: (-table[i][r - 1].value, i))
     affordable = math.floor((c.budget - spent(c, before)) / cost(c, r) + 1e-9)

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import FINAL_STAGE, LAMBDA, RANK_ATTR, RUN_ATTR, SEARCH_STAGES
-from pipeline.workers import FINISHED
+from pipeline.names import FINAL_STAGE, LAMBDA, N_VAL_ATTR, RANK_ATTR, RUN_ATTR, SEARCH_STAGES, SETTINGS_ATTR
+from pipeline.settings import legacy
+from pipeline.workers.ownership import FINISHED, is_surplus
 
 
 @dataclass
@@ -27,8 +28,13 @@ class StageSummary:
 
 
 def trial_settings(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
-    """Setting key -> value a trial trained with (hpsearch 0.1 trials recorded λ alone, as a param)."""
-    return dict(trial.user_attrs.get("settings") or {"train.lambda": trial.params[LAMBDA]})
+    """Setting key -> value a trial trained with."""
+    return dict(trial.user_attrs.get(SETTINGS_ATTR) or legacy.trial_settings(trial))
+
+
+def n_val_of(trial: optuna.trial.FrozenTrial) -> int:
+    """The validation images the trial's accuracy was measured on."""
+    return trial.user_attrs.get(N_VAL_ATTR, legacy.N_VAL)
 
 
 def stage_metrics(study: optuna.Study) -> dict[str, float]:
@@ -36,7 +42,7 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
     compute its pruner used and saved (update steps trained against what full trainings would take)."""
     done = completed(study)
     trials = [t for t in study.get_trials(deepcopy=False)
-              if t.datetime_start and t.datetime_complete and not t.user_attrs.get("surplus")]
+              if t.datetime_start and t.datetime_complete and not is_surplus(t)]
     out = {"n_trials": float(len(trials))}
     if trials:
         wall = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
@@ -47,7 +53,7 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
             used = sum(t.user_attrs.get("steps_trained", 0) for t in measured)
             out |= {"steps_trained": float(used), "compute_saved": 1 - used / full}
     if done:
-        best = best_of(study)
+        best = best_completed(study)
         out |= {"best_val_accuracy": best.value, "median_val_accuracy": statistics.median(t.value for t in done)}
         if LAMBDA in best.params:
             out["best_lambda"] = best.params[LAMBDA]
@@ -58,7 +64,7 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def best_of(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+def best_completed(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The completed trial with the highest value; the lower number wins a tie."""
     return max(completed(study), key=lambda t: (t.value, -t.number), default=None)
 
@@ -83,7 +89,7 @@ def best_trial(session, rule: str = "best") -> optuna.trial.FrozenTrial | None:
     best = max(trials, key=lambda t: t.value, default=None)
     if best is None or rule == "best":
         return best
-    se = standard_error(best.value, best.user_attrs.get("n_val", 5000))
+    se = standard_error(best.value, n_val_of(best))
     return max((t for t in trials if t.value >= best.value - se), key=lambda t: t.params[LAMBDA])
 
 
@@ -104,7 +110,7 @@ def trial_table(study: optuna.Study):
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus"):
+        if is_surplus(t):
             continue
         took = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         rows.append({
@@ -134,7 +140,7 @@ def report_json(session, tables: dict) -> dict:
     best = best_trial(session)
     best_d = None if best is None else {
         "stage": best.user_attrs.get("stage", "?"), "trial": best.number,
-        "lambda": best.params[LAMBDA], "val_accuracy": best.value, "mlflow_run_id": best.user_attrs.get(RUN_ATTR),
+        "lambda": best.params[LAMBDA], "val_accuracy": best.value, RUN_ATTR: best.user_attrs.get(RUN_ATTR),
     }
     confirm = session.load_study("confirm")  # how well the search budget ranked the confirm's candidates
     rank = confirm.user_attrs.get(RANK_ATTR) if confirm is not None else None

@@ -8,13 +8,12 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.config import ConfirmSection
-from pipeline.confirm import agreement
-from pipeline.confirm.candidates import KEY
-from pipeline.confirm.racing import Decision, Score
-from pipeline.names import RANK_METRIC
-from pipeline.objective import describe
-from pipeline.tracking import NOTE
+from pipeline.names import NOTE_TAG, RANK_METRIC
+from pipeline.search.confirm import agreement
+from pipeline.search.confirm.candidates import KEY
+from pipeline.search.confirm.racing import Decision, Score
+from pipeline.search.objective import describe
+from pipeline.settings.config import ConfirmSection
 
 ROUND_MARKERS = "os^vD<>p*h"
 
@@ -31,7 +30,7 @@ def record(tracker, parent: str, study_name: str, d: Decision, c: ConfirmSection
         metrics[RANK_METRIC] = rank.rho
     tracker.log_metrics(parent, metrics)
     tracker.set_tags(parent, {"chosen": describe(d.chosen), "select": c.select, "strategy": c.strategy,
-                              NOTE: f"confirm: chose {describe(d.chosen)} ({d.how}); best mean val acc "
+                              NOTE_TAG: f"confirm: chose {describe(d.chosen)} ({d.how}); best mean val acc "
                                     f"{d.best.mean:.4f} over {len(d.best.values)} rounds"})
 
 
