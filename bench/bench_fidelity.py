@@ -110,12 +110,15 @@ def report(a) -> None:
 
     rows = done_rows(a.out) + sum((done_rows(Path(k)) for k in a.known), [])
     table = pd.DataFrame(rows)
-    table[a.metric] = table[a.metric].astype(float)
-    wide = table.pivot_table(index="setting", columns="fidelity", values=a.metric, aggfunc="first")
+    ref = a.reference or table["fidelity"].iloc[0]
+    # the cheap fidelities' metric (the search scores val), the reference's own (the final is judged on test)
+    table["score"] = [float(row[a.reference_metric if f == ref else a.metric] or "nan")
+                      for f, (_, row) in zip(table["fidelity"], table.iterrows(), strict=True)]
+    wide = table.pivot_table(index="setting", columns="fidelity", values="score", aggfunc="first")
     print(wide.map(lambda v: f"{100 * v:.2f}").to_string())
     cost = table.assign(cpu=pd.to_numeric(table["cpu_s"], errors="coerce")).groupby("fidelity")["cpu"].mean()
-    ref = a.reference or wide.columns[0]
-    print(f"\nSpearman ρ of each fidelity's {a.metric} with {ref}'s, over the settings measured at both:")
+    print(f"\nSpearman ρ of each fidelity's {a.metric} with {ref}'s {a.reference_metric}, over the settings "
+          "measured at both:")
     for f in wide.columns:
         if f == ref:
             continue
@@ -138,6 +141,7 @@ def main() -> None:
     ap.add_argument("--known", nargs="*", default=[], help="CSV files of rows measured elsewhere")
     ap.add_argument("--metric", default="test_mirror", choices=["test_mirror", "test_plain", "val"])
     ap.add_argument("--reference", help="the fidelity the others are compared with (default: the first)")
+    ap.add_argument("--reference-metric", default="test_mirror", choices=["test_mirror", "test_plain", "val"])
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     report(a) if a.report else run(a)
