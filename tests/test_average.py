@@ -81,3 +81,29 @@ def test_the_registered_averaged_model_reproduces_the_runs_test_accuracy(project
     P = np.asarray(load_champion(uri).predict(X.astype(np.float32)), np.float64)
     assert (P.argmax(axis=1) == y).mean() == run.data.metrics["test_accuracy"]
     assert_allclose(-np.log(P[np.arange(len(y)), y]).mean(), run.data.metrics["test_loss"], rtol=1e-4)
+
+
+def test_a_searched_trial_with_averaging_scores_the_averaged_network(project, monkeypatch):
+    """The trial's value is what the returned (averaged) network scores on validation; the last weights' score
+    is kept beside it."""
+    import optuna
+
+    import pipeline.search.objective
+    from pipeline.workers.ownership import FINISHED
+
+    got = []
+    real = pipeline.search.objective.train
+
+    def spy(*args, **kwargs):  # marks the averaged network's score, which tiny data often ties with the last's
+        got.append(real(*args, **kwargs))
+        got[-1].averaged["val_accuracy"] = 0.123
+        return got[-1]
+
+    monkeypatch.setattr(pipeline.search.objective, "train", spy)
+    hpsearch("search", "coarse", "--n-trials", "1", "--no-prune", "--set", "train.average_cycles=2")
+    from pipeline.session import open_storage
+
+    study = optuna.load_study(study_name="cifar10-lambda-coarse", storage=open_storage("studies/optuna.journal"))
+    (trial,) = study.get_trials(states=FINISHED)
+    assert trial.value == 0.123 != got[0].history["val_accuracy"][-1]
+    assert trial.user_attrs["last_weights_val_accuracy"] == got[0].history["val_accuracy"][-1]
