@@ -46,9 +46,9 @@ ui: $(BIN)/.installed
 screenshots: $(BIN)/.installed
 	PYTHONPATH=. $(BIN)/python docs/screenshots.py . --out docs
 
-## optuna-dashboard on the Optuna studies, at http://127.0.0.1:8080
+## optuna-dashboard on the project's Optuna studies (HPSEARCH_STORAGE or the journal file), at http://127.0.0.1:8080/dashboard/
 dashboard: $(BIN)/.installed
-	$(BIN)/optuna-dashboard studies/optuna.journal --host 127.0.0.1 --port 8080
+	$(BIN)/hpsearch dashboard
 
 ## Speed against the PyTorch reference (needs: $(BIN)/pip install torch==2.13.0): the epoch, the pipeline, overhead
 bench: $(BIN)/.installed

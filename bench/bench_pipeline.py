@@ -2,14 +2,16 @@
 `--no-confirm` against the PyTorch reference's 10-epoch process, what the confirm stage adds, and with --profile
 where one default pipeline's time goes.
 
-    HPSEARCH_DATA=/path/to/cifar .venv/bin/python bench/bench_pipeline.py [--rounds 1] [--profile] [--code DIR]
+    HPSEARCH_DATA=/path/to/cifar .venv/bin/python bench/bench_pipeline.py [--rounds 1] [--profile] [--code DIR] \
+        [--storage journal sqlite]
 
 Each round runs, in fresh scratch folders (copies of studies/): the peer's 10 epochs at batch 100 as a whole
 process, `hpsearch pipeline --no-confirm`, then `hpsearch pipeline`, both with the default --jobs (one worker
-per core). Ratios are per round, against that round's peer time. --code runs another checkout's pipeline (the
-code before a change) with this script. --profile then runs one more default pipeline with timers loaded into
-every process (bench/profile/sitecustomize.py) and prints the table of its time by kind. Needs torch (pip install
-torch==2.13.0).
+per core), once per --storage: the default journal file (studies/optuna.journal) and/or an sqlite Optuna storage
+(sqlite:///studies/optuna.db in the scratch folder). Ratios are per round, against that round's peer time. --code
+runs another checkout's pipeline (the code before a change) with this script. --profile then runs one more default
+pipeline with timers loaded into every process (bench/profile/sitecustomize.py) and prints the table of its time by
+kind. Needs torch (pip install torch==2.13.0).
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1e6  # KB → GB
 
 
+STORAGES = {"journal": [], "sqlite": ["--storage", "sqlite:///studies/optuna.db"]}  # hpsearch's global option
+
+
+def cpu_model() -> str:
+    """The host's CPU: sittings on one machine kind may land on other processors (AMD EPYC, Intel Xeon)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "?"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+
+
 def scratch(code: Path) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="hpsearch-bench-"))
     shutil.copytree(code / "studies", folder / "studies", ignore=shutil.ignore_patterns("*.journal*", "*.db*"))
@@ -87,6 +101,8 @@ def main() -> None:
     ap.add_argument("--peer", type=Path, default=PEER)
     ap.add_argument("--code", type=Path, default=ROOT, help="the checkout whose pipeline runs (default: this one)")
     ap.add_argument("--profile", action="store_true", help="also the table of where the time goes")
+    ap.add_argument("--storage", nargs="+", choices=list(STORAGES), default=["journal"],
+                    help="the Optuna storages to time the pipelines on, each in every round")
     a = ap.parse_args()
     data = os.environ.get("HPSEARCH_DATA")
     if not data:
@@ -98,29 +114,33 @@ def main() -> None:
     import threadpoolctl
 
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpoolctl.threadpool_info()]
-    print(f"code {code}; BLAS {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-          f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"code {code}; CPU {cpu_model()}; BLAS {blas}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; {os.cpu_count()} cores; "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
 
-    rows = {k: [] for k in ("peer", "no_confirm", "default")}
+    keys = [(store, key) for store in a.storage for key in ("no_confirm", "default")]
+    rows = {k: [] for k in ["peer", *keys]}
     peaks = []
     for r in range(1, a.rounds + 1):
         load = os.getloadavg()[0]
         peer, _ = timed([sys.executable, str(a.peer), "--data-dir", data, "--epochs", "10", "--batch-size", "100",
                          "--threads", str(os.cpu_count())], Path.cwd(), env)
         rows["peer"].append(peer)
-        for key, extra in (("no_confirm", ["--no-confirm"]), ("default", [])):
-            wall, peak = timed([*hp, "pipeline", *extra], scratch(code), env)
-            rows[key].append(wall)
+        for store, key in keys:
+            extra = ["--no-confirm"] if key == "no_confirm" else []
+            wall, peak = timed([*hp, *STORAGES[store], "pipeline", *extra], scratch(code), env)
+            rows[(store, key)].append(wall)
             peaks.append(peak)
-        walls = ", ".join(f"{k} {v[-1]:.1f} s = {v[-1] / peer:.2f}×" for k, v in rows.items() if k != "peer")
-        print(f"round {r} (load {load:.2f} → {os.getloadavg()[0]:.2f}): peer {peer:.1f} s; {walls}; the confirm "
-              f"stage adds {rows['default'][-1] - rows['no_confirm'][-1]:.1f} s", flush=True)
-    for key, goal in (("no_confirm", 4.8), ("default", 7.0)):
-        ratios = [w / p for w, p in zip(rows[key], rows["peer"], strict=True)]
-        print(f"{key:>10}: median {statistics.median(ratios):.2f}× the peer's 10 epochs (goal ≤ {goal}×); "
-              f"walls {', '.join(f'{w:.0f}' for w in rows[key])} s")
-    added = [b - a for a, b in zip(rows["no_confirm"], rows["default"], strict=True)]
-    print(f"the confirm stage adds: median {statistics.median(added):.1f} s (goal ≤ 45 s)")
+        walls = ", ".join(f"{s} {k} {v[-1]:.1f} s = {v[-1] / peer:.2f}×" for (s, k), v in
+                          ((k, v) for k, v in rows.items() if k != "peer"))
+        print(f"round {r} (load {load:.2f} → {os.getloadavg()[0]:.2f}): peer {peer:.1f} s; {walls}", flush=True)
+    for store in a.storage:
+        for key, goal in (("no_confirm", 4.8), ("default", 7.0)):
+            ratios = [w / p for w, p in zip(rows[(store, key)], rows["peer"], strict=True)]
+            print(f"{store:>7} {key:>10}: median {statistics.median(ratios):.2f}× the peer's 10 epochs "
+                  f"(goal ≤ {goal}×); walls {', '.join(f'{w:.0f}' for w in rows[(store, key)])} s")
+        added = [b - a for a, b in zip(rows[(store, "no_confirm")], rows[(store, "default")], strict=True)]
+        print(f"{store:>7}: the confirm stage adds: median {statistics.median(added):.1f} s (goal ≤ 45 s)")
     print(f"peak RSS of the largest pipeline process: {max(peaks):.2f} GB")
     if a.profile:
         profile(hp, code, env)

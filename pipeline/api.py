@@ -78,6 +78,7 @@ def _call(method):
 class Report:
     tables: dict  # stage -> its trial table (a DataFrame)
     json: dict  # what `hpsearch report --json` prints
+    importance: dict  # stage -> Project.importance(stage)
 
 
 class Project:
@@ -117,18 +118,32 @@ class Project:
     # ---- running ------------------------------------------------------------------------------------
     @_call
     def search(self, stage: str, n_trials: int | None = None, *, config=None, overrides: dict | None = None,
-               settings=None):
+               settings=None, timeout: float | None = None, deadline=None, enqueue=None,
+               from_experiment: str | None = None):
         """Run a stage (coarse, fine or confirm) until its study holds n_trials finished trials; a rerun
         completes it. overrides: {"train.n_s": 300, "search.sampler": "tpe"}; settings: a prepared Settings
-        instead of config and overrides. Returns a StageSummary (a ConfirmResult for confirm)."""
+        instead of config and overrides. timeout: seconds after which no trial starts (or deadline, a
+        budget.Deadline shared by several calls). enqueue: a TOML file of settings tried first; from_experiment:
+        another experiment whose finished trials of this stage the sampler learns from. Returns a StageSummary
+        (a ConfirmResult for confirm)."""
         if stage not in STAGES:
             raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
         if stage == "confirm":
             return self.confirm(config=config, overrides=overrides, settings=settings)
+        from pipeline.search.budget import Deadline
         from pipeline.search.stages import run_search
 
         cfg = settings or load_settings(stage, config, (overrides or {}) | {"search.n_trials": n_trials})
-        return run_search(self.session, stage, cfg)
+        deadline = deadline or (Deadline.after(timeout) if timeout is not None else None)
+        return run_search(self.session, stage, cfg, deadline, enqueue, from_experiment)
+
+    @_call
+    def warm_start(self, stage: str, settings, enqueue=None, from_experiment: str | None = None) -> None:
+        """What search(enqueue=..., from_experiment=...) adds to the study first, alone: before --jobs workers
+        start, so that their first trials are the enqueued ones."""
+        from pipeline.search.stages import prepare
+
+        prepare(self.session, stage, settings, enqueue, from_experiment)
 
     @_call
     def confirm(self, *, config=None, overrides: dict | None = None, settings=None):
@@ -176,6 +191,15 @@ class Project:
         return table
 
     @_call
+    def importance(self, stage: str):
+        """Which searched settings mattered in a stage, computed now from its completed trials (PED-ANOVA): one row
+        per setting, most important first; for fine, a second column over the coarse and fine trials together.
+        Searching one setting, or with fewer than 4 completed trials, the table is empty (.attrs["note"] says why)."""
+        from pipeline.search.importance import importance_of
+
+        return importance_of(self.session, stage, self._study(stage))
+
+    @_call
     def candidates(self):
         """The confirm stage's candidates with their mean ± SE over seeds and the chosen one, as its stage run
         recorded them (candidates.csv) when the stage completed."""
@@ -209,12 +233,16 @@ class Project:
     @_call
     def report(self, stages=names.SEARCH_STAGES) -> Report:
         """Each named stage's trial table and `hpsearch report --json`'s document."""
+        from pipeline.search.importance import importance_of
         from pipeline.search.results import report_json, stage_tables
 
         tables = stage_tables(self.session, stages)
         if not tables:
             raise UserError(f"no search study in {self.session.shown_storage}; run `hpsearch search coarse` first")
-        return Report(tables, report_json(self.session, tables))
+        ranked = {stage: importance_of(self.session, stage, self._study(stage)) for stage in tables}
+        doc = report_json(self.session, tables) | {"importance": {
+            stage: frame.attrs.get("note") or frame.to_dict(orient="records") for stage, frame in ranked.items()}}
+        return Report(tables, doc, ranked)
 
     # ---- the champion -------------------------------------------------------------------------------
     @_call

@@ -19,6 +19,7 @@ HEARTBEAT_ENV, GRACE_ENV = "HPSEARCH_HEARTBEAT_S", "HPSEARCH_GRACE_S"
 GATE_ENV = "HPSEARCH_WORKER_GATE"  # set for the --jobs workers: they wait for their starter's go on their stdin
 DEBUG_ENV = "HPSEARCH_DEBUG"  # set: an unexpected error shows its traceback instead of one line
 UI_PORT = 5000  # `hpsearch ui` and the links that `hpsearch compare` prints
+DASHBOARD_PORT = 8080  # `hpsearch dashboard` (optuna-dashboard's own default)
 
 MODEL_NAME = "cifar10-mlp"
 MODEL_ALIAS = "champion"
@@ -39,6 +40,13 @@ PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's: what nested runs carry in the
 
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attr holding its stage run
 RUN_ATTR = "mlflow_run_id"  # the trial's user attr holding its run
+IMPORTED_ATTR = "imported_from"  # a trial's user attr: "<study>/<trial number>" it was copied from (--from-experiment)
+IMPORTANCE_PREFIX = "importance."  # a stage run's metrics: importance.<setting> over its trials (PED-ANOVA)
+IMPORTANCES_BOTH_PREFIX = "importance_coarse_fine."  # the fine run's: over the coarse and fine trials together
+IMPORTANCE_TAG = "importance"  # a stage run's tag (hpsearch.importance) when it searched one setting alone
+STOPPED_TAG = "stopped"  # a stage run's tag (hpsearch.stopped) when --timeout stopped it before it was complete
+DEADLINE_ENV = "HPSEARCH_DEADLINE"  # --timeout as one wall-clock deadline (Unix time) that --jobs workers share
+
 SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
 SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
 SURPLUS_ATTR = "surplus"  # the trial's user attr: it yielded to an earlier live trial and trained nothing
@@ -57,3 +65,13 @@ def tag(key: str) -> str:
 
 def study_name(experiment: str, stage: str) -> str:
     return f"{experiment}-{stage}"
+
+# ---- several workers on one study (pipeline/workers/) ----------------------------------------------------------
+OWNER_ATTRS = ("host", "namespace", "pid", "instance")  # a trial's owner, recorded before it claims anything
+CLAIM_ATTR = "claim"  # the trial's key: of the live trials holding one key, the earliest wins
+ADOPT_ATTR = "adopts"  # an enqueued trial that takes over the FINISHED run of a trial killed before its tell
+REASON_ATTR = "reason"  # how a trial ended, when not plainly
+ONCE_STAGE = "once"  # the study whose trials claim what is done once per experiment (closing a stage run)
+# Test-only: "<point>:<signal>[:<token folder>]" makes the process kill itself with the signal at the named point
+# (workers/faults.py); with a token folder, only the first process to reach the point does. Unset: no effect.
+FAULT_ENV = "HPSEARCH_TEST_FAULT"

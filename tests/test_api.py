@@ -3,6 +3,8 @@ are the CLI's lines, and nothing prints unless asked."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 
@@ -29,11 +31,19 @@ def test_every_python_block_of_docs_api_md_runs(project):
     blocks = python_blocks(ROOT / "docs" / "api.md")
     assert len(blocks) >= 6
     ns: dict = {}
+    printed = {}
     for i, block in enumerate(blocks):
+        out = io.StringIO()
         try:
-            exec(compile(block, f"docs/api.md block {i + 1}", "exec"), ns)  # noqa: S102 - our own documentation
+            with contextlib.redirect_stdout(out):
+                exec(compile(block, f"docs/api.md block {i + 1}", "exec"), ns)  # noqa: S102 - our own documentation
         except Exception as e:
             pytest.fail(f"docs/api.md block {i + 1} failed: {type(e).__name__}: {e}\n{block}")
+        printed[block] = out.getvalue()
+    # the errors block prints the line the page shows: a UserError's one line, not anything else it catches
+    (errors,) = [b for b in blocks if "except UserError" in b]
+    shown = re.search(r"prints one line[^\n]*\n\n```\n(.*?)\n```", (ROOT / "docs" / "api.md").read_text(), re.S)
+    assert printed[errors] == shown.group(1) + "\n", printed[errors]
     trials = ns["project"].trials("coarse")
     assert len(trials) == 5 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
     assert trials["mlflow_run_id"].str.fullmatch(r"[0-9a-f]{32}").all()
@@ -57,7 +67,7 @@ def stores_content(folder):
     exp = client.get_experiment_by_name("cifar10-lambda")
     runs = sorted((r.info.run_name, r.info.status, r.data.params,
                    {k: v for k, v in r.data.tags.items() if k not in OWN},
-                   {k: v for k, v in r.data.metrics.items() if k != "wall_time_s"},
+                   {k: v for k, v in r.data.metrics.items() if k not in ("wall_time_s", "figures_s")},
                    [(d.dataset.name, d.dataset.digest, d.dataset.source, d.dataset.profile)
                     for d in r.inputs.dataset_inputs])
                   for r in client.search_runs([exp.experiment_id]))

@@ -50,7 +50,8 @@ def test_help_shows_defaults_and_environment_variables():
 
 def test_help_does_not_import_optuna_or_mlflow():
     """`hpsearch --help` must stay fast: the heavy libraries load inside the commands."""
-    code = "import sys, pipeline.cli; print(sorted(m for m in ('optuna', 'mlflow', 'numpy') if m in sys.modules))"
+    code = ("import sys, pipeline.cli; print(sorted(m for m in ('optuna', 'mlflow', 'numpy', 'matplotlib', "
+            "'optuna_dashboard') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []
 

@@ -157,6 +157,7 @@ def lam_cands(*lams) -> list[Candidate]:
 def test_decide_by_best_mean_one_se_and_fit():
     cands = lam_cands(1e-3, 10**-2.5, 1e-2)
     objective = fake_objective([0.50, 0.52, 0.515], noise=0.0)  # nested errors: each difference is exact
+    objective_close = fake_objective([0.50, 0.52, 0.5199], noise=0.0)
     trainings = [objective(i, r) for r in (0, 1) for i in range(3)]
     c = ConfirmSection(k=3, seeds=2)
     best = decide(cands, trainings, "best-mean", c, 5000)
@@ -164,7 +165,13 @@ def test_decide_by_best_mean_one_se_and_fit():
     by_round = [trainings[3 * r + 1].value - trainings[3 * r + 2].value for r in (0, 1)]
     assert best.scores[2].vs_best.diff == pytest.approx(sum(by_round) / 2)
     # one-se: 1e-2 is 0.5 points below, beyond a paired SE of √(0.005·0.995/5000)/√2 ≈ 0.07 points
-    assert decide(cands, trainings, "one-se", c, 5000).chosen == {"train.lambda": 10**-2.5}
+    one_se, rule = decide(cands, trainings, "one-se", c, 5000), "the largest λ within one paired SE of the best"
+    assert one_se.chosen == {"train.lambda": 10**-2.5} and one_se.how == rule
+    # and where the larger λ is within one paired SE (0.01 points below the best), one-se takes it
+    close = [objective_close(i, r) for r in (0, 1) for i in range(3)]
+    one_se = decide(cands, close, "one-se", c, 5000)
+    assert decide(cands, close, "best-mean", c, 5000).chosen == {"train.lambda": 10**-2.5}
+    assert one_se.chosen == {"train.lambda": 1e-2} and one_se.how == rule
     fit = decide(cands, trainings, "fit", c, 5000)
     assert fit.how == "the fit's peak" and -2.5 < math.log10(fit.chosen["train.lambda"]) < -2.0
     assert fit.rounds == [[0, 1, 2], [0, 1, 2]]

@@ -1,4 +1,5 @@
-"""Every relative link in README.md and docs/*.md resolves: the file exists, and a #anchor names a heading."""
+"""Every relative link in README.md, docs/*.md, deploy/README.md and bench/README.md resolves: the file exists, and
+a #anchor names a heading."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 
 
 def pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy/README.md",
+            ROOT / "bench/README.md"]
 
 
 def without_code(text: str) -> str:

@@ -5,6 +5,7 @@ its helpers and the same project fixture (the MLflow store already made)."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -51,13 +52,22 @@ def test_a_worker_that_finds_every_trial_taken_waits_and_takes_over_a_dead_worke
         running = wait_for_running_trial(project, other)
         other.send_signal(signal.SIGSTOP)  # alive, its trial RUNNING, and no CPU taken from this test
         waiter = start(project, "search", "coarse", "--n-trials", "1")
-        time.sleep(8)
-        assert waiter.poll() is None, waiter.communicate()  # it waits for the other's trial, it does not exit
+        said = []  # its lines, read as they come: proof that it started and looked at the stage
+        reader = threading.Thread(target=lambda: said.extend(iter(waiter.stderr.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while "[coarse] 0/1 trials finished\n" not in said and time.monotonic() < deadline:
+            assert waiter.poll() is None, said  # it must not exit
+            time.sleep(0.1)
+        assert "[coarse] 0/1 trials finished\n" in said, said  # started, found the stage full
+        time.sleep(3)
+        assert waiter.poll() is None, said  # and it waits for the other's trial, it does not exit
         (trial,) = studies(project)[f"{EXPERIMENT}-coarse"].trials
         assert trial.number == running.number and trial.state.name == "RUNNING", "it took no trial"
         other.kill()  # the other worker dies: its trial is failed and its slot taken over
-        out, err = waiter.communicate(timeout=300)
-        assert waiter.returncode == 0, err
+        out = waiter.communicate(timeout=300)[0]
+        reader.join(10)
+        assert waiter.returncode == 0, said
         assert "coarse: 1/1 trials finished, complete" in out
         trials = studies(project)[f"{EXPERIMENT}-coarse"].trials
         assert [t.state.name for t in trials][:1] == ["FAIL"] and trials[-1].state.name in FINISHED

@@ -105,7 +105,10 @@ def test_workers_start_before_the_stores_check_but_open_nothing_when_it_refuses(
     from pipeline.session import Stores
     from pipeline.workers.local import worker_processes as workers
 
+    seen = []
+
     def refuse():
+        seen.extend(started_by_this_test())  # the worker runs already, while the stores are checked
         time.sleep(5)  # a worker that did not wait would have opened the stores and begun a trial by now
         raise UserError("the stores were refused")
 
@@ -113,6 +116,7 @@ def test_workers_start_before_the_stores_check_but_open_nothing_when_it_refuses(
     with pytest.raises(UserError, match="refused"):
         with workers(Stores(data_dir=None), ["search", "coarse", "--n-trials", "1"], 2, check=refuse):
             pytest.fail("the body must not run when the check refuses")
+    assert len(seen) == 1, seen  # one other worker, started before the check
     assert sorted(p.name for p in project.iterdir()) == before  # no mlruns/, no studies journal
     assert sorted(p.name for p in (project / "studies").iterdir() if not p.name.endswith(".toml")) == []
     err = capfd.readouterr().err

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -126,8 +127,9 @@ def machines(lab, stores, tmp_path, cifar_dir, request):
     pg, server, _ = stores
     made: list[Machine] = []
 
-    def start(name: str, experiment: str, coarse_n_s: int | None = None) -> Machine:
-        env = {"HPSEARCH_STORAGE": f"{pg}/optuna", "MLFLOW_TRACKING_URI": server.url, "HPSEARCH_EXPERIMENT": experiment}
+    def start(name: str, experiment: str, coarse_n_s: int | None = None, **extra: str) -> Machine:
+        env = {"HPSEARCH_STORAGE": f"{pg}/optuna", "MLFLOW_TRACKING_URI": server.url, "HPSEARCH_EXPERIMENT": experiment,
+               **extra}
         made.append(Machine(lab, name, tmp_path, env, cifar_dir, coarse_n_s))
         return made[-1]
 
@@ -242,7 +244,7 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
         time.sleep(0.1)
     assert killed is not None, f"host1 never ran a coarse trial\n{doomed.output()}\n{survivor.output()}"
     doomed.host.kill_machine(doomed.proc)
-    died = time.monotonic()
+    died, died_at = time.monotonic(), datetime.now()  # the survivor writes Optuna's naive local time on this clock
     state = optuna.load_study(study_name=f"{experiment}-coarse", storage=storage).trials[killed.number].state
     assert state == TrialState.RUNNING, f"coarse trial {killed.number} ended ({state.name}) before host1 was killed"
     assert doomed.wait(died + 10) is not None, "host1's unshare outlived its machine"
@@ -257,6 +259,9 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
         "heartbeat_s": HEARTBEAT["HPSEARCH_HEARTBEAT_S"], "grace_s": str(GRACE_S)}
     trial = optuna.load_study(study_name=f"{experiment}-coarse", storage=storage).trials[killed.number]
     assert trial.state == TrialState.FAIL, trial.state
+    # failed by the grace the hosts were given: no sooner (a live host between heartbeats), not much later
+    failed_after = (trial.datetime_complete - died_at).total_seconds()
+    assert GRACE_S - 2 * int(HEARTBEAT["HPSEARCH_HEARTBEAT_S"]) <= failed_after <= GRACE_S + 15, failed_after
     assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     for stage, n in (("coarse", N_TRIALS), ("fine", N_TRIALS), ("confirm", N_CONFIRM)):
         assert len([t for t in study_trials(storage, experiment, stage) if t.state in FINISHED]) == n, stage
@@ -269,3 +274,33 @@ def test_a_dead_host_costs_at_most_the_grace_period(stores, machines):
     print(f"\ndead host: host1 killed {died - started:.0f} s after the start, in coarse trial {killed.number}; host2 "
           f"finished the pipeline {survived - died:.0f} s later (grace {GRACE_S} s); a rerun on host3 took "
           f"{time.monotonic() - survived:.0f} s and added nothing")
+
+
+def test_hosts_killed_at_every_point_still_do_everything_once(stores, machines, tmp_path):
+    """kill -9 at each point where a worker can die (inside a trial, between a run's end and its tell, during a
+    confirm round's enqueue, during the final, while a stage closes), each in the first host to reach it; every
+    killed host is replaced by a new one. Only Optuna's heartbeat tells the others that a host died."""
+    from pipeline.workers.faults import POINTS
+    from tests.fault_harness import KILLED_CODES, check
+
+    pg, server, _ = stores
+    storage, experiment = f"{pg}/optuna", "multihost-faults"
+    tokens = tmp_path / "faults"
+    tokens.mkdir()
+    fault = {"HPSEARCH_TEST_FAULT": ",".join(f"{point}:SIGKILL:{tokens}" for point in POINTS)}
+    live, ended, started = [machines(f"f{i}", experiment, **fault) for i in (1, 2)], [], time.monotonic()
+    while live and time.monotonic() - started < 2 * RUN_TIMEOUT_S:
+        for m in [m for m in live if m.proc.poll() is not None]:
+            live.remove(m)
+            ended.append(m)
+            if m.proc.returncode in KILLED_CODES:
+                live.append(machines(f"f{len(live) + len(ended) + 1}", experiment, **fault))
+        time.sleep(0.5)
+    everything = "\n".join(m.output() for m in ended + live)
+    assert not live, f"hosts still running after {2 * RUN_TIMEOUT_S} s\n{everything}"
+    codes = [m.proc.returncode for m in ended]
+    assert sorted(p.name for p in tokens.iterdir()) == sorted(f"{p}-SIGKILL" for p in POINTS), f"{codes}\n{everything}"
+    assert codes.count(0) == 2 and len(codes) == 2 + len(POINTS), f"{codes}\n{everything}"
+    problems = check(storage, MlflowClient(tracking_uri=server.url, registry_uri=server.url), experiment)
+    assert problems == [], "\n".join(problems) + "\n" + everything
+    print(f"\nhosts killed at {', '.join(POINTS)}: {len(codes)} hosts, {time.monotonic() - started:.0f} s")

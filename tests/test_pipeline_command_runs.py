@@ -251,13 +251,12 @@ def test_jobs_2_share_every_search_stage_and_no_confirm_promotes_the_best_search
                     "final: λ = "), out
     assert "confirm" not in out
     found = studies(project)
-    owners = set()  # the workers start once: the one this process starts may join after coarse's first trials
-    for stage in ("coarse", "fine"):
+    for stage in ("coarse", "fine"):  # each stage shared: trials of both workers in each
         study = found[f"{EXPERIMENT}-{stage}"]
         check_stage(project, study, stage, 3)
-        owners |= {(t.user_attrs["host"], t.user_attrs["pid"]) for t in finished(study)}
+        owners = {(t.user_attrs["host"], t.user_attrs["pid"]) for t in finished(study)}
+        assert len(owners) == 2, f"{stage}: trials of {owners}, not of two workers"
         assert all(t.state.name in FINISHED or t.user_attrs.get("surplus") for t in study.trials)
-    assert len(owners) == 2, f"trials of {owners}, not two workers"
     assert f"{EXPERIMENT}-confirm" not in found
     assert not runs(project, "tags.`hpsearch.stage` = 'confirm'")
     final = the_final(project)  # one final run and one model version, whatever the number of workers

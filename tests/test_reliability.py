@@ -160,7 +160,7 @@ def test_fine_waits_for_coarse_trials_still_running_elsewhere():
     import os
     import threading
 
-    from pipeline.workers.ownership import wait_until_settled
+    from pipeline.workers import wait_until_settled
 
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
@@ -181,7 +181,7 @@ def test_a_wait_for_a_live_worker_of_this_host_says_nothing_more():
     import socket
     import threading
 
-    from pipeline.workers.ownership import instance_of, wait_until_settled
+    from pipeline.workers import instance_of, wait_until_settled
 
     worker = subprocess.Popen(["sleep", "30"])
     try:
@@ -204,7 +204,7 @@ def test_a_round_is_over_when_its_own_trials_are_though_the_next_round_runs():
     import os
     import threading
 
-    from pipeline.workers.ownership import wait_until_settled
+    from pipeline.workers import wait_until_settled
 
     study = optuna.create_study(direction="maximize")
     for value in (0.5, 0.6):  # round 1: two pairs, finished

@@ -79,7 +79,42 @@ def test_two_dimensional_search_derives_both_fine_dimensions(two_d):
         assert t.params["hidden"] in derived["model.hidden"].choices
     parent = runs_of(folder, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'fine'")[0]
     assert space.from_json(parent.data.params["space"]) == derived
-    assert "parallel_coordinates.png" in {a.path for a in client(folder).list_artifacts(parent.info.run_id)}
+    figures = {a.path for a in client(folder).list_artifacts(parent.info.run_id, "study")}
+    assert "study/parallel_coordinate.png" in figures
+
+
+def test_each_stage_run_ranks_the_settings_and_holds_optunas_figures(two_d):
+    folder, _ = two_d
+    for stage, scopes in (("coarse", ("importance.",)), ("fine", ("importance_coarse_fine.",))):
+        run = runs_of(folder, f"tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = '{stage}'")[0]
+        for prefix in scopes:
+            ranked = {k: v for k, v in run.data.metrics.items() if k.startswith(prefix)}
+            assert set(ranked) == {f"{prefix}lambda", f"{prefix}hidden"}, run.data.metrics
+            assert sum(ranked.values()) == pytest.approx(1, abs=0.01)
+        pngs = {a.path for a in client(folder).list_artifacts(run.info.run_id, "study")}
+        assert {f"study/{n}.png" for n in ("history", "slice_lambda", "slice_hidden", "contour",
+                                           "parallel_coordinate", "timeline")} <= pngs, pngs
+        assert ("study/importance.png" in pngs) == (stage == "coarse")  # 3 fine trials: too few to rank alone
+        assert ("study/importance_coarse_fine.png" in pngs) == (stage == "fine")
+        assert 0 < run.data.metrics["figures_s"] < 30
+
+
+def test_report_and_the_api_give_the_importances(two_d):
+    from pipeline.api import Project
+
+    folder, _ = two_d
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        out = hpsearch("report").stdout
+        table = Project().importance("coarse")
+    run = runs_of(folder, "tags.`hpsearch.role` = 'stage' and tags.`hpsearch.stage` = 'coarse'")[0]
+    assert list(table.columns) == ["setting", "importance"] and set(table["setting"]) == {"lambda", "hidden"}
+    for row in table.itertuples():
+        assert row.importance == pytest.approx(run.data.metrics[f"importance.{row.setting}"])
+    lines = out.splitlines()
+    at = lines.index("importance (PED-ANOVA over its completed trials):")
+    assert lines[at + 1].split() == ["setting", "importance"]
+    assert {lines[at + 2].split()[0], lines[at + 3].split()[0]} == {"lambda", "hidden"}
 
 
 def test_every_run_carries_both_values_and_log10_lambda(two_d):

@@ -16,7 +16,7 @@ from pipeline.search.sampling import make_pruner
 from pipeline.session import open_storage
 from pipeline.settings import config
 from pipeline.urls import redact
-from pipeline.workers.ownership import pid_alive
+from pipeline.workers import pid_alive
 
 
 def test_pruner_judges_only_at_the_end_of_the_second_to_last_cycle():

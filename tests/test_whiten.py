@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from numpy.testing import assert_allclose
 
@@ -195,6 +196,15 @@ def test_every_new_setting_round_trips_through_space(project):
         assert 0 <= float(p["train.label_smoothing"]) <= 0.2
         assert ("data.whiten_digest" in p) == (p["data.whiten"] != "none")
     assert {r.data.params["data.whiten"] for r in runs} != {"none"}
+    # each run trained with the values its trial drew (not the file's defaults)
+    from pipeline.session import open_storage
+
+    study = optuna.load_study(study_name="cifar10-lambda-coarse", storage=open_storage("studies/optuna.journal"))
+    by_id = {r.info.run_id: r.data.params for r in runs}
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)):
+        drawn = t.user_attrs["settings"]
+        assert {k.partition(".")[2]: v for k, v in drawn.items()} == t.params
+        assert {k: by_id[t.user_attrs["mlflow_run_id"]][k] for k in drawn} == {k: str(v) for k, v in drawn.items()}
 
 
 def toml(spec: dict) -> str:

@@ -1,4 +1,4 @@
-"""Looking at results and data: `hpsearch report`, `predict`, `ui`, `compare` and `data check`."""
+"""Looking at results and data: `hpsearch report`, `predict`, `ui`, `dashboard`, `compare` and `data check`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.common import JsonOpt, OpenOpt, PortOpt, app, errors, session
-from pipeline.names import RANK_ATTR, UI_PORT
+from pipeline.names import DASHBOARD_PORT, RANK_ATTR, UI_PORT
 
 data_app = typer.Typer(help="Look at the CIFAR-10 files themselves.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -32,6 +32,9 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         for stage, table in result.tables.items():
             typer.echo(f"\n{s.study_name(stage)}")
             typer.echo(table.drop(columns=["reason"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            ranked = result.importance[stage]
+            typer.echo(ranked.attrs.get("note") or "importance (PED-ANOVA over its completed trials):\n"
+                       + ranked.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if best := doc["best"]:
             typer.echo(f"\nbest: {best['stage']} trial {best['trial']}, λ = {best['lambda']:.4g}, "
                        f"val acc {best['val_accuracy']:.4f}")
@@ -79,6 +82,21 @@ def ui(ctx: typer.Context, port: PortOpt = UI_PORT, open_: OpenOpt = False) -> N
     """
     with session(ctx, progress=False) as s:
         from pipeline.views.ui import serve
+
+        serve(s, port, typer.echo, open_browser=open_)
+
+
+@app.command("dashboard")
+def dashboard(ctx: typer.Context, port: Annotated[int, typer.Option(
+        "--port", min=1, max=65535, help="Port of optuna-dashboard on 127.0.0.1.")] = DASHBOARD_PORT,
+        open_: OpenOpt = False) -> None:
+    """optuna-dashboard on the project's studies (--storage: the journal file or a database) at
+    http://127.0.0.1:PORT/dashboard/, until Ctrl-C. Needs the extra: pip install 'hpsearch[dashboard]'.
+
+    Example: hpsearch dashboard --open
+    """
+    with session(ctx, progress=False) as s:
+        from pipeline.views.dashboard import serve
 
         serve(s, port, typer.echo, open_browser=open_)
 

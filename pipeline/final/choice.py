@@ -31,9 +31,14 @@ def final_settings(session: Session, cfg: Settings, lam: float | None, confirmed
         raise UserError("no finished trial in the coarse or fine study: run `hpsearch search coarse` first, "
                         "or pass --lambda")
     top = best_trial(session, "best")
-    why = "best" if best is top else f"largest λ within one standard error of the best ({top.value:.4f})"
+    # a database storage loads a trial afresh each time: compare the trials, not the objects
+    why = "best" if same_trial(best, top) else f"largest λ within one standard error of the best ({top.value:.4f})"
     stage = best.user_attrs.get("stage", "search")
     return trial_settings(best), f"{stage} trial {best.number}, val acc {best.value:.4f}: {why}"
+
+
+def same_trial(a, b) -> bool:
+    return (a.user_attrs.get("stage"), a.number) == (b.user_attrs.get("stage"), b.number)
 
 
 def previous_final(session: Session, cfg: Settings):

@@ -17,6 +17,7 @@ from pipeline.tracking import registry
 from pipeline.tracking.data_input import DataInput
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.tracker import code_version
+from pipeline.workers import fault
 
 
 @dataclass
@@ -45,7 +46,7 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
     )
     try:
         with run:
-            result = train(data.X_train, data.y_train, data.X_val, data.y_val, settings, run.checkpoint)
+            result = train(data.X_train, data.y_train, data.X_val, data.y_val, settings, checkpoint(run, role))
             test = evaluate(result.params, data.X_test, data.y_test, lam, tta_flip=settings.tta_flip)
             run.log_final({f"test_{k}": v for k, v in test.items()})
             if settings.tta_flip:  # the setting's worth, measured: the same model without the mirror average
@@ -64,6 +65,18 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
         raise UserError(f"{name}: {e}") from None
     session.terminal.trial_end(name, "COMPLETE", result.final(), 1, 1, None)
     return RunResult(run.run_id, name, lam, test["accuracy"], result.final(), version)
+
+
+def checkpoint(run: TrackedRun, role: str):
+    """The run's checkpoint; in the final, also a test's fault point."""
+    if role != "final":
+        return run.checkpoint
+
+    def final_checkpoint(step: int, metrics: dict) -> None:
+        run.checkpoint(step, metrics)
+        fault("final")
+
+    return final_checkpoint
 
 
 def model_line(result: RunResult) -> str:

@@ -10,12 +10,23 @@ import optuna
 
 from model.cifar10 import Dataset
 from model.train import DivergedError, train
-from pipeline.names import N_VAL_ATTR, OBJECTIVE, RUN_ATTR, SETTINGS_ATTR, TRIAL_TAG
+from pipeline.names import (
+    ADOPT_ATTR,
+    CLAIM_ATTR,
+    N_VAL_ATTR,
+    OBJECTIVE,
+    REASON_ATTR,
+    RUN_ATTR,
+    SETTINGS_ATTR,
+    TRIAL_TAG,
+    tag,
+)
 from pipeline.settings.config import Settings
 from pipeline.tracking.data_input import DataInput
 from pipeline.tracking.run import TrackedRun
 from pipeline.tracking.tracker import Tracker
-from pipeline.workers.ownership import claim_slot, owner
+from pipeline.workers import claim, fault, hand_over, slot_key
+from pipeline.workers.closer import RESULTS
 
 
 def data_params(data: Dataset) -> dict:
@@ -42,6 +53,7 @@ class TrialContext:
     params: dict = field(default_factory=dict)  # logged on every trial's run besides its settings
     data_origin: str = ""  # the data folder or the download URL: the source of every run's dataset input
     after: Callable | None = None  # (trial, run, data, result) after a finished training: confirm's per-image record
+    enqueued: bool = False  # every trial is enqueued with its key (confirm's pairs): a trial without one yields
 
 
 class Objective:
@@ -52,10 +64,14 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.context
-        claim_slot(trial, s.cfg.search.n_trials)
-        for key, value in (owner() | {"stage": s.name}).items():
-            trial.set_user_attr(key, value)
+        key = trial.user_attrs.get(CLAIM_ATTR)  # an enqueued trial (a confirm pair, an adoption) brings its key
+        if key is None and not s.enqueued:
+            key = slot_key(trial.study, trial.number, s.cfg.search.n_trials)
+        claim(trial, key, replaces=trial.user_attrs.get(ADOPT_ATTR))
+        trial.set_user_attr("stage", s.name)
         values = s.suggest(trial)
+        if ADOPT_ATTR in trial.user_attrs:
+            return self.adopt(trial)
         trial.set_user_attr(SETTINGS_ATTR, values)
         cfg = s.cfg.replace(values)
         data = s.dataset(cfg)
@@ -74,12 +90,33 @@ class Objective:
                     raise optuna.TrialPruned(str(e)) from e
                 if s.after is not None:
                     s.after(trial, run, data, result)
-        finally:
+        except BaseException:
             self.record(trial, run)
-        if result.averaged is not None:  # train.average_cycles: the averaged network is the one trained
-            trial.set_user_attr("last_weights_val_accuracy", run.final_val_accuracy)
-            return result.final()
-        return run.final_val_accuracy
+            raise
+        try:  # the run FINISHED: from here to Optuna's tell, a Ctrl-C hands it to the next worker
+            self.record(trial, run)
+            value = run.final_val_accuracy
+            if result.averaged is not None:  # train.average_cycles: the averaged network is the one trained
+                trial.set_user_attr("last_weights_val_accuracy", value)
+                value = result.final()
+            fault("tell")
+            return value
+        except KeyboardInterrupt:  # the slot stays held (by the adoption) while Optuna fails this trial
+            hand_over(trial.study, next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
+            raise
+
+    def adopt(self, trial: optuna.Trial) -> float:
+        """Take over the FINISHED run of a trial killed before Optuna was told: its result, without training."""
+        s, run_id, dead = self.context, trial.user_attrs[RUN_ATTR], trial.user_attrs[ADOPT_ATTR]
+        run = s.tracker.client.get_run(run_id)
+        s.tracker.set_tags(run_id, {TRIAL_TAG: trial.number, ADOPT_ATTR: dead})
+        s.terminal.say(f"{s.name}-{trial.number}: adopts the finished run {run_id} of trial {dead}, killed before "
+                       "its result was stored")
+        if run.data.tags.get(tag("state")) == RESULTS[1]:
+            reason = run.data.tags.get(tag("reason"), "")
+            trial.set_user_attr(REASON_ATTR, reason)
+            raise optuna.TrialPruned(reason)
+        return run.data.metrics[OBJECTIVE]
 
     def tracked_run(self, trial: optuna.Trial, cfg: Settings, values: dict, steps: int, data: DataInput) -> TrackedRun:
         s = self.context
@@ -100,6 +137,7 @@ class Objective:
 
         def report(step: int, metrics: dict) -> None:
             run.checkpoint(step, metrics)
+            fault("trial")
             trial.report(metrics[OBJECTIVE], step)
             if prune and step % cycle == 0 and step < settings.total_steps and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}: val acc {metrics[OBJECTIVE]:.4f} "
@@ -115,7 +153,7 @@ class Objective:
             trial.set_user_attr("best_val_accuracy", run.best_val_accuracy)
             trial.set_user_attr("final_val_accuracy", run.final_val_accuracy)
         if run.reason:
-            trial.set_user_attr("reason", run.reason)
+            trial.set_user_attr(REASON_ATTR, run.reason)
 
 
 def describe(values: dict) -> str:

@@ -9,9 +9,19 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.names import FINAL_STAGE, LAMBDA, N_VAL_ATTR, RANK_ATTR, RUN_ATTR, SEARCH_STAGES, SETTINGS_ATTR
+from pipeline.names import (
+    FINAL_STAGE,
+    IMPORTED_ATTR,
+    LAMBDA,
+    N_VAL_ATTR,
+    RANK_ATTR,
+    RUN_ATTR,
+    SEARCH_STAGES,
+    SETTINGS_ATTR,
+    SPACE_ATTR,
+)
 from pipeline.settings import legacy
-from pipeline.workers.ownership import FINISHED, is_surplus
+from pipeline.workers import FINISHED, is_surplus
 
 
 @dataclass
@@ -25,6 +35,7 @@ class StageSummary:
     space: dict  # setting key -> space.Dimension
     parent_run_id: str
     complete: bool
+    stopped: str | None = None  # why the stage stopped before it was complete ("the --timeout of 60 s")
 
 
 def trial_settings(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
@@ -42,7 +53,7 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
     compute its pruner used and saved (update steps trained against what full trainings would take)."""
     done = completed(study)
     trials = [t for t in study.get_trials(deepcopy=False)
-              if t.datetime_start and t.datetime_complete and not is_surplus(t)]
+              if t.datetime_start and t.datetime_complete and not is_surplus(t) and IMPORTED_ATTR not in t.user_attrs]
     out = {"n_trials": float(len(trials))}
     if trials:
         wall = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
@@ -60,8 +71,19 @@ def stage_metrics(study: optuna.Study) -> dict[str, float]:
     return out
 
 
+def study_space(study: optuna.Study) -> dict:
+    """The space a study recorded when it was created (setting key -> space.Dimension)."""
+    from pipeline.settings import space
+
+    if SPACE_ATTR in study.user_attrs:
+        return space.from_json(study.user_attrs[SPACE_ATTR])
+    return legacy.coarse_space(study)  # a coarse study of hpsearch 0.1 searched λ alone
+
+
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The completed trials the study trained itself (imported ones only inform its sampler)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if IMPORTED_ATTR not in t.user_attrs]
 
 
 def best_completed(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -98,7 +120,8 @@ def lambda_points(study: optuna.Study | None) -> list[tuple[float, float, bool]]
     if study is None:
         return []
     return [(t.params[LAMBDA], t.value, t.state == TrialState.COMPLETE)
-            for t in study.get_trials(deepcopy=False, states=FINISHED) if t.value is not None]
+            for t in study.get_trials(deepcopy=False, states=FINISHED)
+            if t.value is not None and IMPORTED_ATTR not in t.user_attrs]
 
 
 TABLE_COLUMNS = ["trial", LAMBDA, "best_val_accuracy", "final_val_accuracy", "state", "duration_s", "reason"]
@@ -110,7 +133,7 @@ def trial_table(study: optuna.Study):
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if is_surplus(t):
+        if is_surplus(t) or IMPORTED_ATTR in t.user_attrs:
             continue
         took = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         rows.append({

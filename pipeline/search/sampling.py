@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 
 from pipeline.settings.config import Settings
-from pipeline.workers.ownership import LIVE
+from pipeline.workers.claim import LIVE
 
 
 def trial_seed(seed: int, study: optuna.Study, trial_number: int, salt: str = "") -> list[int]:

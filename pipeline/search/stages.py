@@ -17,9 +17,8 @@ from pipeline.names import (
     PARENT_RUN_TAG,
     SEARCH_STAGES,
     SPACE_ATTR,
-    TRIAL_TAG,
-    tag,
 )
+from pipeline.search import budget, insights, warm
 from pipeline.search.objective import Objective, TrialContext, data_params
 from pipeline.search.results import (
     StageSummary,
@@ -27,6 +26,7 @@ from pipeline.search.results import (
     completed,
     lambda_points,
     stage_metrics,
+    study_space,
     trial_settings,
     trial_table,
 )
@@ -36,39 +36,69 @@ from pipeline.settings import legacy, space
 from pipeline.settings.config import Settings
 from pipeline.tracking import plots
 from pipeline.tracking.tracker import code_version
-from pipeline.workers.ownership import SurplusTrial, is_surplus, recover_orphans, tally, wait_until_settled
+from pipeline.workers import (
+    Closer,
+    SurplusTrial,
+    fault,
+    is_surplus,
+    recover_orphans,
+    run_once,
+    tally,
+    wait_until_settled,
+)
 
 
-def run_search(session: Session, stage: str, cfg: Settings) -> StageSummary:
-    """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage)."""
+def run_search(session: Session, stage: str, cfg: Settings, deadline=None, enqueue=None,
+               from_experiment: str | None = None) -> StageSummary:
+    """Run trials until the study holds cfg's n_trials finished trials (a rerun completes a stage), or until the
+    deadline (budget.Deadline) passes. `enqueue` (a FILE.toml) and `from_experiment` warm-start the study."""
     session.check_tracking()
-    searched, source = stage_space(session, stage, cfg)
-    cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
-    study, created = open_study(session, stage, cfg)
-    if created:
-        record_space(study, searched, source)
+    cfg, study, searched, source = prepare(session, stage, cfg, enqueue, from_experiment)
     log_scale = frozenset(key for key, dim in searched.items() if dim.log)
     shared = start_stage(session, study, stage, cfg, lambda trial: space.suggest(searched, trial), log_scale,
                          source)
     return settle(session, study, shared, cfg.search.n_trials,
                   lambda close: finish_stage(session, stage, study, shared.parent_run_id, cfg.search.n_trials,
-                                             searched, close))
+                                             searched, close), deadline=deadline)
 
 
-def settle(session: Session, study: optuna.Study, context: TrialContext, n: int, finish, refill=lambda: None):
+def prepare(session: Session, stage: str, cfg: Settings, enqueue=None, from_experiment: str | None = None):
+    """The stage's space and study (created with its space recorded), warm-started once.
+    Returns (cfg with the searched space, study, space, where the space came from)."""
+    searched, source = stage_space(session, stage, cfg)
+    cfg = dataclasses.replace(cfg, space=searched)  # what the runs log as the stage's space
+    study, created = open_study(session, stage, cfg)
+    if created:
+        record_space(study, searched, source)
+    warm.warm_start(session, study, stage, searched, cfg.search.n_trials, enqueue, from_experiment)
+    return cfg, study, searched, source
+
+
+def settle(session: Session, study: optuna.Study, context: TrialContext, n: int, finish, refill=lambda: None,
+           deadline=None):
     """Run trials until the study holds n finished ones, counting those other workers run; then wait until theirs
     settle, taking over from a worker that died. `finish(close)` summarises the stage; the worker that completes
-    the stage closes its run (close=True), the others only read. `refill` re-enqueues what a dead worker held."""
+    the stage closes its run (once, whichever worker gets there: `finish(True)` claims it), the others only read.
+    `refill` re-enqueues what a dead worker held. Past the deadline no trial starts; running ones finish."""
+    close = closer(session, study, context.parent_run_id)
     while True:
-        run_trials(session, study, context, n, refill)
-        close_orphan_runs(session, study, context.parent_run_id)  # Optuna fails stale trials as each trial starts too
+        run_trials(session, study, context, n, refill, deadline)
+        close()  # Optuna fails stale trials as each trial starts: their runs are closed (or handed over) here
         result = finish(True)
         if result.complete:
             return result
-        wait_until_settled(study, session.terminal.say, n=n,
-                           on_failed=lambda _: close_orphan_runs(session, study, context.parent_run_id))
+        stopping = deadline is not None and deadline.passed()
+        wait_until_settled(study, session.terminal.say, n=None if stopping else n, on_failed=close,
+                           before_fail=close.before_fail)
         if tally(study).finished >= n:
-            return finish(False)
+            return finish(True)  # the worker that completed the stage may have died before closing its run
+        if stopping:
+            return budget.stopped(context.tracker, context.parent_run_id, deadline, finish(False))
+
+
+def closer(session: Session, study: optuna.Study, parent_run_id: str) -> Closer:
+    """The dead-run closer of a stage: its trials' runs are the stage run's children."""
+    return Closer(session.tracker, study, lambda: session.tracker.children(parent_run_id))
 
 
 def stage_space(session: Session, stage: str, cfg: Settings) -> tuple[space.Space, dict]:
@@ -98,7 +128,7 @@ def fine_space(session: Session, cfg: Settings) -> tuple[space.Space, dict]:
     if not done:
         raise UserError("the coarse study has no completed trial (every trial pruned or failed); the fine space "
                         "needs one: run `hpsearch search coarse` again with more trials or a milder pruner")
-    coarse_space = coarse_space_of(coarse)
+    coarse_space = study_space(coarse)
     top = sorted(done, key=lambda t: (-t.value, t.number))[:2]
     if cfg.fine.rule == "top2":
         fine = space.refine_top2(coarse_space, [trial_settings(t) for t in top], cfg.fine.widen)
@@ -117,15 +147,9 @@ def settled_study(session: Session, stage: str) -> optuna.Study | None:
     study = session.load_study(stage)
     if study is not None:
         parent = study.user_attrs.get(PARENT_ATTR)
-        wait_until_settled(study, session.terminal.say,
-                           on_failed=lambda _: parent and close_orphan_runs(session, study, parent))
+        close = closer(session, study, parent) if parent else None
+        wait_until_settled(study, session.terminal.say, on_failed=close, before_fail=close and close.before_fail)
     return study
-
-
-def coarse_space_of(study: optuna.Study) -> space.Space:
-    if SPACE_ATTR in study.user_attrs:
-        return space.from_json(study.user_attrs[SPACE_ATTR])
-    return legacy.coarse_space(study)
 
 
 def record_space(study: optuna.Study, searched: space.Space, source: dict) -> None:
@@ -150,8 +174,9 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
         tracker.log_params(parent, cfg.flat() | params | stage_params | session.stores.heartbeat_params())
     tracker.set_tags(parent, {"n_trials": n, NOTE_TAG: f"{stage} stage of {session.experiment}: {n} trials"})
     study.set_user_attr("n_trials", n)  # the target the next stage checks against
-    recover_orphans(study)
-    close_orphan_runs(session, study, parent)
+    close = closer(session, study, parent)
+    recover_orphans(study, close.before_fail)
+    close()
     if done.finished + done.running < n or tracker.status(parent) != "FINISHED":
         tracker.set_status(parent, "RUNNING")  # (re)opened: a rerun with a larger n_trials continues it
     def dataset(c: Settings):  # a trial's data by its settings: confirm's seeds validate on their own blocks
@@ -161,24 +186,24 @@ def start_stage(session: Session, study: optuna.Study, stage: str, cfg: Settings
                         params, session.data_origin)
 
 
-def run_trials(session: Session, study: optuna.Study, context: TrialContext, n: int, refill=lambda: None) -> None:
-    """Until the study holds n finished trials, counting those other workers are running. `refill` enqueues
-    the values a stage of enqueued trials still lacks."""
+def run_trials(session: Session, study: optuna.Study, context: TrialContext, n: int, refill=lambda: None,
+               deadline=None) -> None:
+    """Until the study holds n finished trials, counting those other workers are running, or the deadline passed.
+    `refill` enqueues the values a stage of enqueued trials still lacks."""
     objective = Objective(context)
     try:
         while True:
             done = tally(study)
             session.terminal.stage(context.name, n, min(done.finished, n))
-            if done.finished + done.running >= n:
+            if done.finished + done.running >= n or (deadline is not None and deadline.passed()):
                 break
             refill()
             announce = _announce(session, context.name, n)
             study.optimize(objective, n_trials=1, catch=(SurplusTrial,), callbacks=[announce])
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Terminated
-        context.tracker.set_status(context.parent_run_id, "KILLED")
-        raise
-    except Exception:
-        context.tracker.set_status(context.parent_run_id, "FAILED")
+    except BaseException as e:  # this worker's trial ended with it (its run KILLED or FAILED); the stage run is
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # the others', unless none is left
+            context.tracker.set_status(context.parent_run_id,
+                                       "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
 
 
@@ -235,40 +260,40 @@ def _oldest(runs) -> str | None:
     return min(((r.info.start_time, r.info.run_id) for r in runs), default=(None, None))[1]
 
 
-def close_orphan_runs(session: Session, study: optuna.Study, parent_run_id: str) -> None:
-    """Runs still RUNNING whose trial is over (its process died): KILLED, with the reason."""
-    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-    for run in session.tracker.children(parent_run_id, status="RUNNING"):
-        number = int(run.data.tags.get(tag(TRIAL_TAG), -1))
-        if states.get(number) not in (None, TrialState.RUNNING):
-            session.tracker.set_tags(run.info.run_id, {"state": "FAIL", "reason": "its process died (found by a "
-                                                       "later run)"})
-            session.tracker.set_status(run.info.run_id, "KILLED")
-
-
 def finish_stage(session: Session, stage: str, study: optuna.Study, parent: str, n: int,
                  searched: space.Space, close: bool = True) -> StageSummary:
     """When the study is complete (and `close`): the parent run gets the summary metrics, the figures and the
     trial table."""
-    tracker = session.tracker
     done = tally(study)
     complete = done.finished >= n and done.running == 0
     best = best_completed(study)
-    if close and complete and tracker.status(parent) != "FINISHED":  # the worker that finishes the stage closes it
-        tracker.log_metrics(parent, stage_metrics(study))
-        if best is not None:
-            tracker.set_tags(parent, {"best_trial": best.number, **{
-                f"best_{k.partition('.')[2]}": f"{v:.6g}" if isinstance(v, float) else v
-                for k, v in trial_settings(best).items()}})
-        if "train.lambda" in searched:
-            points = {s: lambda_points(session.load_study(s)) for s in SEARCH_STAGES[: SEARCH_STAGES.index(stage) + 1]}
-            fine_range = (searched["train.lambda"].low, searched["train.lambda"].high) if stage == "fine" else None
-            figure = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: " + " and ".join(points), fine_range,
-                                              best.user_attrs.get(N_VAL_ATTR) if best else None)
-            tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
-        if len(searched) > 1:
-            tracker.log_figure(parent, plots.parallel_coordinates(study, searched), "parallel_coordinates.png")
-        tracker.log_text(parent, trial_table(study).to_csv(index=False), "trials.csv")
-        tracker.set_status(parent, "FINISHED")
+    if close and complete:  # once, by the first worker to claim it; a dead closer's successor picks up after it
+        run_once(session, f"close {study.study_name} after {done.finished}",
+                 lambda: close_stage(session, stage, study, parent, searched, best))
     return StageSummary(stage, study.study_name, done.finished, n, None if best is None else trial_settings(best),
                         None if best is None else best.value, searched, parent, complete)
+
+
+def close_stage(session: Session, stage: str, study: optuna.Study, parent: str, searched: space.Space, best) -> None:
+    """The stage run's summary metrics (unless a dead closer logged them), figures and trial table; FINISHED."""
+    tracker = session.tracker
+    run = tracker.client.get_run(parent)
+    if run.info.status == "FINISHED":
+        return
+    metrics = stage_metrics(study)
+    if not metrics.keys() <= run.data.metrics.keys():
+        tracker.log_metrics(parent, metrics)
+    fault("close")
+    if best is not None:
+        tracker.set_tags(parent, {"best_trial": best.number, **{
+            f"best_{k.partition('.')[2]}": f"{v:.6g}" if isinstance(v, float) else v
+            for k, v in trial_settings(best).items()}})
+    if "train.lambda" in searched:
+        points = {s: lambda_points(session.load_study(s)) for s in SEARCH_STAGES[: SEARCH_STAGES.index(stage) + 1]}
+        fine_range = (searched["train.lambda"].low, searched["train.lambda"].high) if stage == "fine" else None
+        figure = plots.accuracy_vs_lambda(points, "Validation accuracy vs λ: " + " and ".join(points), fine_range,
+                                          best.user_attrs.get(N_VAL_ATTR) if best else None)
+        tracker.log_figure(parent, figure, "accuracy_vs_lambda.png")
+    tracker.log_text(parent, trial_table(study).to_csv(index=False), "trials.csv")
+    insights.log_insights(session, stage, study, parent, searched)
+    tracker.set_status(parent, "FINISHED")

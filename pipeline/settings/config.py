@@ -30,6 +30,7 @@ FINE_RULES = ("top2", "region")
 CONFIRM_RULES = ("best-mean", "one-se", "fit")
 CONFIRM_STRATEGIES = ("grid", "race", "halving")
 CONFIRM_PLACEMENTS = ("top", "spread")
+MAX_TRAININGS = 200  # confirm.budget: each is a whole training at the final's budget; more is a typo
 
 
 def _one_of(key: str, value, choices: tuple) -> None:
@@ -156,6 +157,8 @@ class ConfirmSection:
         if self.strategy == "race" and self.budget < self.k:
             raise ValueError(f"confirm.budget {self.budget} is smaller than confirm.k {self.k}: round 1 trains "
                              "every candidate once")
+        if self.budget > MAX_TRAININGS:
+            raise ValueError(f"confirm.budget must be at most {MAX_TRAININGS} trainings; got {self.budget}")
         if self.z <= 0 or not 0 < self.span <= 5 or not -3 <= self.reach <= 3:
             raise ValueError(f"need confirm.z > 0, span in (0, 5] and reach in -3..3 decades; got {self.z}, "
                              f"{self.span}, {self.reach}")

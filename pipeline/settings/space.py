@@ -50,6 +50,23 @@ class Dimension:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    def distribution(self):
+        """The Optuna distribution `suggest` samples from."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "categorical":
+            return CategoricalDistribution(list(self.choices))
+        kind = FloatDistribution if self.kind == "float" else IntDistribution
+        return kind(self.low, self.high, log=self.log)
+
+    def contains(self, value) -> bool:
+        """Whether a value is one this dimension can draw (its type, inside its range or among its choices)."""
+        if self.kind == "categorical":
+            return value in self.choices and not isinstance(value, bool)
+        if isinstance(value, bool) or not isinstance(value, int | float) or (self.kind == "int" and value % 1):
+            return False
+        return self.low <= value <= self.high
+
     def describe(self) -> str:
         if self.kind == "categorical":
             return f"{self.name} in {list(self.choices)}"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ def register(tracker, run_id: str, params: Params, data, classes, description: s
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import ModelSignature
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
     from mlflow.types import Schema, TensorSpec
 
     signature = ModelSignature(
@@ -66,8 +69,11 @@ def register(tracker, run_id: str, params: Params, data, classes, description: s
                     {"whiten_digest": whitening.digest} if whitening is not None else {}),
             )
         client.log_artifacts(run_id, str(saved), ARTIFACT)
-    with contextlib.suppress(MlflowException):  # it exists after the first final training
+    try:
         client.create_registered_model(MODEL_NAME)
+    except MlflowException as e:  # it exists after the first final training; any other refusal is the error
+        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
     source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT}"
     version = client.create_model_version(MODEL_NAME, source, run_id=run_id, tags={"run_id": run_id},
                                           description=description)
@@ -90,16 +96,26 @@ def load_champion(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    tmp = tempfile.mkdtemp(prefix="hpsearch-model-")
     try:
         version = client.get_model_version_by_alias(MODEL_NAME, MODEL_ALIAS)
-        with tempfile.TemporaryDirectory() as tmp, without_type_hint_nag():
+        with without_type_hint_nag():
             if legacy.logged_model(version.source):
                 local = mlflow.artifacts.download_artifacts(version.source, dst_path=tmp, tracking_uri=tracking_uri,
                                                             registry_uri=tracking_uri)
             else:
                 local = client.download_artifacts(version.run_id, ARTIFACT, tmp)
-            return mlflow.pyfunc.load_model(local)
-    except MlflowException as e:
+            path = list(sys.path)
+            try:
+                model = mlflow.pyfunc.load_model(local)
+            finally:
+                sys.path[:] = path  # its code folder served the load; this process's imports stay its own
+        weakref.finalize(model, shutil.rmtree, tmp, ignore_errors=True)  # the folder lives as long as the model
+        return model
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, MlflowException):
+            raise
         if e.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise missing from None
         first = (str(e).strip().splitlines() or [""])[0]

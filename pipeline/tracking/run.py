@@ -12,6 +12,7 @@ from pipeline.names import NOTE_TAG
 from pipeline.tracking import plots
 from pipeline.tracking.buffer import MetricBuffer
 from pipeline.tracking.data_input import DataInput
+from pipeline.tracking.filters import first_line
 from pipeline.tracking.tracker import Tracker
 from pipeline.urls import redact_text
 
@@ -79,6 +80,13 @@ class TrackedRun:
         self.state, self.reason = state, reason
         try:
             self._close(state, reason)
+        except Exception as e:
+            if exc is None:
+                raise
+            # the training's own exception (a pruned trial, Ctrl-C) is what ends the trial: say this one, keep that
+            if self.terminal is not None:
+                self.terminal.say(f"{self.name}: its run's record is incomplete ({type(e).__name__}: "
+                                  f"{redact_text(first_line(e))[:200]})")
         finally:
             self.tracker.set_status(self.run_id, status)
         return False

@@ -20,6 +20,7 @@ from pipeline.errors import UserError
 from pipeline.names import PARENT_RUN_TAG, tag
 from pipeline.tracking import links
 from pipeline.tracking.buffer import MetricBuffer
+from pipeline.tracking.filters import duplicate_key, equals, first_line
 from pipeline.urls import absolute_uri, check_reachable, redact, redact_text, sqlite_path
 
 MAX_PARAMS = 100  # MLflow's limit of params per log_batch call
@@ -77,13 +78,15 @@ class Tracker:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             urls.check_artifacts_served(self.uri)  # before creating it: on a server, artifacts go through the server
+            refused = None
             try:
                 self.client.create_experiment(name, artifact_location=self.artifact_root)
-            except MlflowException:  # another worker created it first
-                pass
+            except MlflowException as e:  # another worker created it first, or the store refused it (said below)
+                refused = e
             found = self.client.get_experiment_by_name(name)
             if found is None:
-                raise UserError(f"experiment {name!r} could not be created in {redact(self.uri)}")
+                why = f": {redact_text(first_line(refused))[:300]}" if refused is not None else ""
+                raise UserError(f"experiment {name!r} could not be created in {redact(self.uri)}{why}")
         if found.lifecycle_stage == "deleted":
             raise UserError(f"experiment {name!r} is deleted in {redact(self.uri)}; restore it or pick --experiment")
         urls.check_artifact_location(self.uri, name, found.artifact_location)
@@ -96,8 +99,9 @@ class Tracker:
     # ---- runs -------------------------------------------------------------------------------
     def find_runs(self, **tags) -> list:
         """Active runs of this experiment carrying all the given hpsearch.* tags, oldest first."""
-        where = " and ".join(f"tags.`{tag(k)}` = '{v}'" for k, v in tags.items())
-        return list(self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time ASC"]))
+        where = " and ".join(equals(f"tags.`{tag(k)}`", v) for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time ASC"])
+        return [r for r in runs if all(r.data.tags.get(tag(k)) == str(v) for k, v in tags.items())]
 
     def create_run(self, name: str, tags: Mapping[str, object], parent_run_id: str | None = None) -> str:
         all_tags = {tag(k): str(v) for k, v in tags.items()}
@@ -119,8 +123,8 @@ class Tracker:
         return run.info.lifecycle_stage == "active" and run.info.experiment_id == self.experiment_id
 
     def children(self, parent_run_id: str, status: str | None = None) -> list:
-        where = f"tags.{PARENT_RUN_TAG} = '{parent_run_id}'"
-        where += f" and attributes.status = '{status}'" if status else ""
+        where = equals(f"tags.{PARENT_RUN_TAG}", parent_run_id)
+        where += f" and {equals('attributes.status', status)}" if status else ""
         runs, token = [], None
         while True:
             page = self.client.search_runs([self.experiment_id], where, max_results=1000, page_token=token)
@@ -159,7 +163,9 @@ class Tracker:
 
         try:
             self.client.log_inputs(run_id, datasets=[dataset])
-        except MlflowException:
+        except MlflowException as e:
+            if not duplicate_key(e):
+                raise
             self.client.log_inputs(run_id, datasets=[dataset])
 
     def status(self, run_id: str) -> str:

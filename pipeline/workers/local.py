@@ -50,7 +50,7 @@ def blas_threads(n: int):
 
 
 @contextlib.contextmanager
-def worker_processes(stores: Stores, args: list[str], jobs: int, check=lambda: None):
+def worker_processes(stores: Stores, args: list[str], jobs: int, check=lambda: None, env: dict | None = None):
     """Start jobs − 1 processes running `python -m pipeline <args>`, then run `check` (opening the stores); the
     body is this process's own share of the work, with its share of the cores. On leaving, wait for the others
     (their progress lines go to our stderr, their output nowhere: this process prints the results). Ctrl-C,
@@ -58,12 +58,12 @@ def worker_processes(stores: Stores, args: list[str], jobs: int, check=lambda: N
 
     The others start before `check` so that their start-up (imports: about 1.5 s) overlaps it, but they open
     nothing until it passed (`await_go`): when it refuses, they exit quietly and its one error line is the only
-    one."""
+    one. `env` adds to the workers' environment (the command's deadline)."""
     if jobs <= 1:
         check()
         yield
         return
-    env = worker_env(stores, jobs) | {GATE_ENV: "1"}
+    env = worker_env(stores, jobs) | (env or {}) | {GATE_ENV: "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=subprocess.DEVNULL,
                               stdin=subprocess.PIPE, start_new_session=True) for _ in range(jobs - 1)]
     try:

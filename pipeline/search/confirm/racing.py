@@ -81,12 +81,26 @@ def plan(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[i
     """The candidates round r trains, from the finished rounds before it; [] when the stage is done."""
     if c.strategy == "halving":
         return halving.plan(r, k, c, trainings)
-    if r == 0:
-        return list(range(k))
+    return plans(r, k, c, trainings)[r]
+
+
+def plans(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[list[int]]:
+    """Rounds 0..r's candidates, each computed once from the rounds before it (a round's plan depends on every
+    earlier round's: recomputing them per round is exponential in r)."""
+    if c.strategy == "halving":  # a few rungs: each round from the ones before it, in halving's own rule
+        return [halving.plan(q, k, c, trainings) for q in range(r + 1)]
+    out = [list(range(k))]
+    for q in range(1, r + 1):
+        out.append(_next_round(q, c, [t for t in trainings if t.round < q], out))
+    return out
+
+
+def _next_round(r: int, c: ConfirmSection, trainings: list[Training], earlier: list[list[int]]) -> list[int]:
+    """Round r's candidates given rounds 0..r−1's and the trainings before round r."""
+    k = len(earlier[0])
     if c.strategy == "grid":
         return list(range(k)) if r < c.seeds else []
-    trainings = [t for t in trainings if t.round < r]  # a later round's results never change this one
-    entrants = plan(r - 1, k, c, trainings)
+    entrants = earlier[r - 1]
     if len(entrants) < 2 or not done(r - 1, entrants, trainings):
         return []
     table = valid(trainings)
@@ -96,7 +110,7 @@ def plan(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[i
     best = leader(entrants, table)
     alive = [i for i in entrants if i == best or not clear_loser(compare(table[best], table[i]), c.z)]
     alive.sort(key=lambda i: (-statistics.fmean(t.value for t in table[i].values()), i))
-    used = sum(len(plan(q, k, c, trainings)) for q in range(r))
+    used = sum(len(x) for x in earlier[:r])
     take = alive[: c.budget - used]
     return take if len(alive) > 1 and len(take) >= 2 else []
 
@@ -124,8 +138,9 @@ def clear_loser(d: Paired | None, z: float) -> bool:
 def rounds_of(k: int, c: ConfirmSection, trainings: list[Training]) -> list[list[int]]:
     """The rounds as far as the stored trainings decide them (the last may still be running)."""
     out = []
+    every = plans(c.max_rounds - 1, k, c, trainings) if c.max_rounds else []
     for r in range(c.max_rounds):
-        entrants = plan(r, k, c, trainings)
+        entrants = every[r]
         if not entrants:
             break
         out.append(entrants)

@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 
 from pipeline.errors import ConfigError, UserError
-from pipeline.names import RANK_ATTR, SEARCH_STAGES
+from pipeline.names import CLAIM_ATTR, RANK_ATTR, SEARCH_STAGES
 from pipeline.search.confirm import agreement, halving, racing, report
 from pipeline.search.confirm.candidates import Candidate, choose_candidates, near
 from pipeline.search.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
@@ -28,7 +28,7 @@ from pipeline.search.stages import open_study, settle, settled_study, start_stag
 from pipeline.session import Session
 from pipeline.settings import legacy
 from pipeline.settings.config import ConfirmSection, Settings
-from pipeline.workers.ownership import FINISHED, LIVE, claim_enqueued, is_surplus, tally
+from pipeline.workers import FINISHED, LIVE, fault, is_surplus, run_once, tally
 
 STAGE = "confirm"
 CANDIDATES_ATTR, CHOSEN_ATTR, FOLDS_ATTR, PLAN_ATTR = "candidates", "chosen", "folds", "plan"
@@ -71,7 +71,7 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         study.set_user_attr(CANDIDATES_ATTR, json.dumps([dataclasses.asdict(x) for x in cands]))
     context = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds, halving.columns(c)),
                         frozenset({"train.lambda"}), {"confirm.candidates": json.dumps([x.settings for x in cands])})
-    context = dataclasses.replace(context, after=record_correctness)
+    context = dataclasses.replace(context, after=record_correctness, enqueued=True)
     used, r, result = 0, 0, None
     while batch := next_rounds(r, len(cands), c, stored(study, cands, seed0)):
         used += sum(len(entrants) for _, entrants in batch)
@@ -79,9 +79,8 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         wanted = [pair(cands[i], i, q, seed0, folds, halving.round_settings(c, q)) for q, entrants in batch
                   for i in entrants]
 
-        def refill(wanted=wanted):
-            with session.tracker.lock():  # two workers starting a round enqueue its pairs once
-                enqueue_missing(study, wanted)
+        def refill(wanted=wanted):  # two workers enqueuing a round at once: each pair's key trains once (the claim)
+            enqueue_missing(study, wanted)
 
         result = settle(session, study, dataclasses.replace(context, cfg=cfg.replace({"search.n_trials": used})), used,
                         lambda close: finish(session, study, context.parent_run_id, cands, c, seed0, close), refill)
@@ -117,10 +116,15 @@ def check_blocks(session: Session, cfg: Settings, rounds: int) -> None:
 
 
 def pair(cand: Candidate, i: int, r: int, seed0: int, folds: bool, extra: dict | None = None) -> tuple[dict, dict]:
-    """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r (and with
-    halving, the round's length)."""
+    """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r (with halving,
+    the round's length); its key."""
     values = cand.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {}) | (extra or {})
-    return {k.partition(".")[2]: v for k, v in values.items()}, {ROUND_ATTR: r, CANDIDATE_ATTR: i}
+    return {k.partition(".")[2]: v for k, v in values.items()}, {ROUND_ATTR: r, CANDIDATE_ATTR: i,
+                                                                  CLAIM_ATTR: pair_key(i, r)}
+
+
+def pair_key(i: int, r: int) -> str:
+    return f"pair {i}/{r}"
 
 
 def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool, extra: dict | None = None):
@@ -131,7 +135,6 @@ def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool, extr
         columns["data.val_fold"] = [0, max(rounds - 1, 0)]
 
     def suggest(trial: optuna.Trial) -> dict:
-        claim_enqueued(trial)
         values = {}
         for key, vals in columns.items():
             name = key.partition(".")[2]
@@ -147,16 +150,13 @@ def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool, extr
 
 
 def enqueue_missing(study: optuna.Study, wanted: list[tuple[dict, dict]]) -> None:
-    """Enqueue every pair that no live trial holds: all of a round the first time, a killed one after."""
-    held = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False, states=LIVE)]
-    for params, attrs in wanted:
-        if not any(_same(params, h) for h in held):
-            study.enqueue_trial(params, user_attrs=attrs)
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-12) if isinstance(a[k], float)
-                                        else a[k] == b[k] for k in a)
+    """Enqueue every pair whose key no live trial holds: all of a round the first time, a killed one after."""
+    held = {t.user_attrs.get(CLAIM_ATTR) for t in study.get_trials(deepcopy=False, states=LIVE)}
+    for k, (params, attrs) in enumerate(wanted):
+        if attrs[CLAIM_ATTR] not in held:
+            study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        if k == 0:
+            fault("enqueue")
 
 
 def record_correctness(trial: optuna.Trial, run, data, result) -> None:
@@ -203,10 +203,18 @@ def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candi
     if complete and decision.chosen is not None and CHOSEN_ATTR not in study.user_attrs:
         study.set_user_attr(CHOSEN_ATTR, decision.chosen)
         study.set_user_attr(RANK_ATTR, agreement.record(decision, c))
-    if close and complete and decision.chosen is not None and session.tracker.status(parent) != "FINISHED":
-        report.record(session.tracker, parent, study.study_name, decision, c)
-        session.tracker.set_status(parent, "FINISHED")
+    if close and complete and decision.chosen is not None:
+        run_once(session, f"close {study.study_name} after {len(trainings)}",
+                 lambda: close_run(session, study, parent, decision, c))
     return ConfirmResult(decision, c.select, complete, study.study_name, parent)
+
+
+def close_run(session: Session, study: optuna.Study, parent: str, decision: Decision, c: ConfirmSection) -> None:
+    """The stage run's table, figure and decision.md; FINISHED (unless a dead closer got that far)."""
+    if session.tracker.status(parent) != "FINISHED":
+        report.record(session.tracker, parent, study.study_name, decision, c)
+        fault("close")
+        session.tracker.set_status(parent, "FINISHED")
 
 
 def chosen_settings(session: Session) -> tuple[dict, str] | None:
