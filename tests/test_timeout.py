@@ -37,7 +37,8 @@ def check_stopped(project, out: str, t0: float, took: float, timeout: float, n: 
     last_start = max(t.datetime_start.timestamp() for t in first)
     longest = max((t.datetime_complete - t.datetime_start).total_seconds() for t in first)
     assert last_start <= t0 + timeout + 0.5, "no trial starts after the deadline"
-    assert took <= timeout + longest + 3, (took, longest)  # + the stage's summary (and a command's start-up)
+    # + the summary and the other worker's exit: 3 s, or a trial's time where the machine is that loaded
+    assert took <= timeout + longest + max(3, longest), (took, longest)
     return first
 
 

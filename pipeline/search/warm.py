@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import ConfigError, UserError
-from pipeline.names import IMPORTED_ATTR, study_name
+from pipeline.names import IMPORTED_ATTR, SETTINGS_ATTR, study_name
 from pipeline.search.results import study_space
 from pipeline.settings import toml
 from pipeline.settings.space import Dimension
@@ -96,7 +96,7 @@ def import_trials(study: optuna.Study, storage, experiment: str, stage: str, sea
             continue
         trials.append(optuna.trial.create_trial(
             params={searched[key].name: v for key, v in values.items()}, distributions=dists, value=t.value,
-            user_attrs={IMPORTED_ATTR: f"{source}/{t.number}", "settings": values}))
+            user_attrs={IMPORTED_ATTR: f"{source}/{t.number}", SETTINGS_ATTR: values}))
     study.add_trials(trials)
     return len(trials)
 
