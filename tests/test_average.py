@@ -89,7 +89,7 @@ def test_a_searched_trial_with_averaging_scores_the_averaged_network(project, mo
     import optuna
 
     import pipeline.search.objective
-    from pipeline.workers.ownership import FINISHED
+    from pipeline.workers.waiting import FINISHED
 
     got = []
     real = pipeline.search.objective.train
