@@ -13,6 +13,7 @@ import numpy as np
 
 from model.augment import Augmenter
 from model.augment import D as IMAGE_SIZE
+from model.average import average, is_cycle_end, snapshot
 from model.network import Params, evaluate, init_params
 from model.schedule import cyclic_eta
 from model.step import Step
@@ -50,6 +51,7 @@ class TrainSettings:
     dropout: float = 0.0  # probability of dropping a hidden unit in training (inverted dropout)
     tta_flip: bool = False  # for the caller's final evaluation: evaluate(..., tta_flip=True)
     label_smoothing: float = 0.0  # train against (1 − α)·one-hot + α/10 (metrics stay the plain cross-entropy)
+    average_cycles: int = 0  # return the mean of the weights at the ends of the last k cycles (SWA); 0 = off
 
     def __post_init__(self):
         for name in ("hidden", "batch_size", "n_s", "cycles", "checkpoints_per_cycle", "eval_chunk"):
@@ -65,6 +67,8 @@ class TrainSettings:
             raise ValueError(f"shift must be in 0..31 pixels; got {self.shift}")
         if self.lam < 0:
             raise ValueError(f"λ must be ≥ 0; got {self.lam}")
+        if not 0 <= self.average_cycles <= self.cycles:
+            raise ValueError(f"average_cycles must be in 0..cycles ({self.cycles}); got {self.average_cycles}")
         if not 0 < self.eta_min <= self.eta_max:
             raise ValueError(f"need 0 < eta_min ≤ eta_max; got {self.eta_min}, {self.eta_max}")
 
@@ -83,11 +87,15 @@ METRICS = ("train_loss", "train_cost", "train_accuracy", "val_loss", "val_cost",
 
 @dataclass
 class TrainResult:
-    params: Params
+    params: Params  # the trained network: the last weights, or their average over the last cycle ends
     history: dict[str, list] = field(default_factory=lambda: {"step": [], **{k: [] for k in METRICS}})
+    cycle_ends: list[Params] = field(default_factory=list)  # with average_cycles: the averaged snapshots
+    last: Params | None = None  # with average_cycles: the weights at the end of training, not averaged
+    averaged: dict | None = None  # with average_cycles: the average's metrics at the end (history: the last's)
 
     def final(self, key: str = "val_accuracy") -> float:
-        return self.history[key][-1]
+        """The returned network's metric at the end of training (the average's when averaging)."""
+        return self.averaged[key] if self.averaged is not None else self.history[key][-1]
 
 
 Checkpoint = Callable[[int, dict], None]
@@ -182,5 +190,10 @@ def train(
             result.history[k].append(metrics[k])
         if on_checkpoint is not None:
             on_checkpoint(stop, metrics)
+        if s.average_cycles and is_cycle_end(stop, s.n_s) and stop // (2 * s.n_s) > s.cycles - s.average_cycles:
+            result.cycle_ends.append(snapshot(params))
     params.W1 = np.ascontiguousarray(params.W1)  # callers get the usual row-major layout back
+    if s.average_cycles:
+        result.last, result.params = params, average(result.cycle_ends)
+        result.averaged = checkpoint_metrics(result.params, train_eval, (X_val, y_val), s, start)
     return result

@@ -51,6 +51,9 @@ SPACE_ATTR = "space"  # the study's user attr: the space it searches, as JSON
 SETTINGS_ATTR = "settings"  # the trial's user attr: setting key -> the value it trained with
 SURPLUS_ATTR = "surplus"  # the trial's user attr: it yielded to an earlier live trial and trained nothing
 N_VAL_ATTR = "n_val"  # the trial's user attr: the validation images its accuracy was measured on
+RANK_ATTR = "search_rank_agreement"  # the confirm study's user attr: Spearman ρ of search vs confirm values
+RANK_METRIC = "search_rank_rho"  # the confirm stage run's metric of the same ρ
+
 
 FINAL_STAGE = "final"  # the study whose one trial per final setting claims the final training
 

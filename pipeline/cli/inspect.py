@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.common import JsonOpt, OpenOpt, PortOpt, app, errors, session
-from pipeline.names import DASHBOARD_PORT, UI_PORT
+from pipeline.names import DASHBOARD_PORT, RANK_ATTR, UI_PORT
 
 data_app = typer.Typer(help="Look at the CIFAR-10 files themselves.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -38,6 +38,10 @@ def report(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         if best := doc["best"]:
             typer.echo(f"\nbest: {best['stage']} trial {best['trial']}, λ = {best['lambda']:.4g}, "
                        f"val acc {best['val_accuracy']:.4f}")
+        from pipeline.search.confirm.agreement import lines as rank_lines
+
+        for line in rank_lines(doc[RANK_ATTR]):
+            typer.echo(line)
 
 
 def _items(metavar: str, help: str):

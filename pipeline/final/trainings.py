@@ -52,6 +52,10 @@ def train_run(session: Session, cfg: Settings, name: str, role: str, register: b
             if settings.tta_flip:  # the setting's worth, measured: the same model without the mirror average
                 plain = evaluate(result.params, data.X_test, data.y_test, lam)
                 run.log_final({"test_accuracy_without_tta": plain["accuracy"]})
+            if result.last is not None:  # averaging's worth, measured: the last weights alone, same test
+                last = evaluate(result.last, data.X_test, data.y_test, lam, tta_flip=settings.tta_flip)
+                run.log_final({"test_accuracy_last_weights": last["accuracy"],
+                               "val_accuracy_averaged": result.final()})
             version = None
             if register:
                 version = registry.register(session.tracker, run.run_id, result.params, data, CLASSES,

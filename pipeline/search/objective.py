@@ -98,8 +98,12 @@ class Objective:
             raise
         try:  # the run FINISHED: from here to Optuna's tell, a Ctrl-C hands it to the next worker
             self.record(trial, run)
+            value = run.final_val_accuracy
+            if result.averaged is not None:  # train.average_cycles: the averaged network is the one trained
+                trial.set_user_attr("last_weights_val_accuracy", value)
+                value = result.final()
             fault("tell")
-            return run.final_val_accuracy
+            return value
         except KeyboardInterrupt:  # the slot stays held (by the adoption) while Optuna fails this trial
             hand_over(trial.study, next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
             raise

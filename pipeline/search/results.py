@@ -14,6 +14,7 @@ from pipeline.names import (
     IMPORTED_ATTR,
     LAMBDA,
     N_VAL_ATTR,
+    RANK_ATTR,
     RUN_ATTR,
     SEARCH_STAGES,
     SETTINGS_ATTR,
@@ -164,4 +165,7 @@ def report_json(session, tables: dict) -> dict:
         "stage": best.user_attrs.get("stage", "?"), "trial": best.number,
         "lambda": best.params[LAMBDA], "val_accuracy": best.value, RUN_ATTR: best.user_attrs.get(RUN_ATTR),
     }
-    return {"stages": {stage: json.loads(t.to_json(orient="records")) for stage, t in tables.items()}, "best": best_d}
+    confirm = session.load_study("confirm")  # how well the search budget ranked the confirm's candidates
+    rank = confirm.user_attrs.get(RANK_ATTR) if confirm is not None else None
+    return {"stages": {stage: json.loads(t.to_json(orient="records")) for stage, t in tables.items()}, "best": best_d,
+            RANK_ATTR: rank}

@@ -28,7 +28,7 @@ SELECT_RULES = ("best", "one-se")
 PRUNERS = ("median", "asha", "hyperband", "none")
 FINE_RULES = ("top2", "region")
 CONFIRM_RULES = ("best-mean", "one-se", "fit")
-CONFIRM_STRATEGIES = ("grid", "race")
+CONFIRM_STRATEGIES = ("grid", "race", "halving")
 CONFIRM_PLACEMENTS = ("top", "spread")
 MAX_TRAININGS = 200  # confirm.budget: each is a whole training at the final's budget; more is a typo
 
@@ -87,6 +87,7 @@ class TrainSection:
     shift: int = _DEFAULT.shift
     tta_flip: bool = _DEFAULT.tta_flip
     label_smoothing: float = _DEFAULT.label_smoothing
+    average_cycles: int = _DEFAULT.average_cycles
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,13 @@ class ConfirmSection:
     folds: bool = True  # round i validates on holdout block i (data.val_fold): scores span rounds × val_size images
     min_gap: float = 0.25  # decades: candidates' log-scale values differ by at least this much from each other
     strategy: str = "grid"  # "race": round 1 trains every candidate, clear losers stop, survivors go on
-    budget: int = 6  # race: trainings in all
+    budget: int = 6  # race: trainings in all; halving: in trainings of the last round's length (cost in cycles)
     z: float = 2.0  # race: a candidate stops when the best beats it by z paired standard errors
     placement: str = "top"  # "spread": k λ evenly in log10 over the searches' tie, instead of their top trials
     span: float = 1.0  # spread: decades below the largest tied λ
     reach: float = 0.0  # spread: decades the window is moved up (the final budget wants more λ than the search)
+    first_cycles: int = 1  # halving: round 1's training length in cycles; each later round doubles it
+    rungs: int = 2  # halving: rounds, the best half (at least two) going on; the last trains train.cycles
 
     def __post_init__(self):
         if self.k < 1:
@@ -146,6 +149,11 @@ class ConfirmSection:
         _one_of("confirm.select", self.select, CONFIRM_RULES)
         _one_of("confirm.strategy", self.strategy, CONFIRM_STRATEGIES)
         _one_of("confirm.placement", self.placement, CONFIRM_PLACEMENTS)
+        if self.first_cycles < 1 or self.rungs < 1:
+            raise ValueError(f"need confirm.first_cycles ≥ 1 and rungs ≥ 1; got {self.first_cycles}, {self.rungs}")
+        if self.strategy == "halving" and self.budget < self.k * self.first_cycles / self.last_cycles:
+            raise ValueError(f"confirm.budget {self.budget} cannot pay round 1: {self.k} candidates at "
+                             f"{self.first_cycles} of {self.last_cycles} cycles")
         if self.strategy == "race" and self.budget < self.k:
             raise ValueError(f"confirm.budget {self.budget} is smaller than confirm.k {self.k}: round 1 trains "
                              "every candidate once")
@@ -156,8 +164,15 @@ class ConfirmSection:
                              f"{self.span}, {self.reach}")
 
     @property
+    def last_cycles(self) -> int:
+        """halving: the last round's cycles (first_cycles doubled rungs − 1 times), which must be train.cycles."""
+        return self.first_cycles * 2 ** (self.rungs - 1)
+
+    @property
     def max_rounds(self) -> int:
         """Rounds the stage may run, each on its own block: race's later rounds train at least two."""
+        if self.strategy == "halving":
+            return self.rungs
         return self.seeds if self.strategy == "grid" else 1 + max(0, self.budget - self.k) // 2
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.search.confirm import halving
 from pipeline.search.confirm.candidates import KEY, Candidate
 from pipeline.search.confirm.fit import Fit, fit_quadratic
+from pipeline.search.confirm.multifit import MultiFit, fit_separable, log_dims
 from pipeline.search.confirm.paired import Paired, paired
 from pipeline.search.results import standard_error
 from pipeline.settings.config import ConfirmSection
@@ -77,12 +79,16 @@ def leader(entrants: list[int], table: dict[int, dict[int, Training]]) -> int:
 
 def plan(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[int]:
     """The candidates round r trains, from the finished rounds before it; [] when the stage is done."""
+    if c.strategy == "halving":
+        return halving.plan(r, k, c, trainings)
     return plans(r, k, c, trainings)[r]
 
 
 def plans(r: int, k: int, c: ConfirmSection, trainings: list[Training]) -> list[list[int]]:
     """Rounds 0..r's candidates, each computed once from the rounds before it (a round's plan depends on every
     earlier round's: recomputing them per round is exponential in r)."""
+    if c.strategy == "halving":  # a few rungs: each round from the ones before it, in halving's own rule
+        return [halving.plan(q, k, c, trainings) for q in range(r + 1)]
     out = [list(range(k))]
     for q in range(1, r + 1):
         out.append(_next_round(q, c, [t for t in trainings if t.round < q], out))
@@ -151,6 +157,7 @@ class Decision:
     how: str  # "best mean", "one-se", "fit peak", "fit peak, clipped to the measured range"
     fit: Fit | None = None
     rounds: list[list[int]] = field(default_factory=list)
+    multifit: MultiFit | None = None  # the fit over several log-scale settings, when it chose
 
 
 def decide(cands: list[Candidate], trainings: list[Training], rule: str, c: ConfirmSection, n_val: int) -> Decision:
@@ -162,18 +169,33 @@ def decide(cands: list[Candidate], trainings: list[Training], rule: str, c: Conf
         return Decision([], None, None, "", rounds=rounds)
     last = [i for i in rounds[-1] if len(rounds) - 1 in table.get(i, {})] if rounds else []
     last = last or list(scored)
-    best = leader(last, table)
+    judge = table  # halving: the last round alone decides, at its (the final's) budget
+    if c.strategy == "halving":
+        q = max(r for i in last for r in table[i])
+        judge = {i: {q: table[i][q]} for i in last if q in table[i]} or table
+    best = leader(list(judge), judge) if judge is not table else leader(last, table)
     for i, s in scored.items():
-        s.vs_best = None if i == best else compare(table[best], table[i])
+        by = judge if i in judge else table  # halving: the last round's entrants compared there alone
+        s.vs_best = None if i == best else compare(by[best], by[i])
     out = Decision(list(scored.values()), scored[best], scored[best].candidate.settings, "best mean", rounds=rounds)
+    dims = log_dims([x.settings for x in cands])
     if rule == "one-se" and KEY in out.chosen:
         tied = [i for i in last if i == best or (d := scored[i].vs_best) is not None and d.diff <= d.se]
         pick = max(tied, key=lambda i: cands[i].settings[KEY])
         out.chosen, out.how = cands[pick].settings, "the largest λ within one paired SE of the best"
-    elif rule == "fit" and KEY in out.chosen:
+    elif rule == "fit" and KEY in out.chosen and set(dims) <= {KEY}:  # λ alone: the pooled quadratic in log10 λ
         out.fit = fit_quadratic([(math.log10(cands[i].settings[KEY]), r, t.value)
                                  for i, by_round in table.items() for r, t in by_round.items()])
         if out.fit is not None:
             out.chosen = out.chosen | {KEY: 10**out.fit.x}
             out.how = "the fit's peak" + (", clipped to the measured range" if out.fit.clipped else "")
+    elif rule == "fit":
+        fitted = fit_separable([(cands[i].settings, r, t.value) for i, by_round in judge.items()
+                                for r, t in by_round.items()], dims)
+        if isinstance(fitted, str):
+            out.how = f"best mean (no fit: {fitted})"
+        else:
+            out.multifit, out.chosen = fitted, out.chosen | fitted.values
+            out.how = f"the peak of a separable quadratic in log10 of {', '.join(fitted.dims)}" + (
+                f", clipped to the measured range in {', '.join(fitted.clipped)}" if fitted.clipped else "")
     return out

@@ -8,7 +8,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipeline.names import NOTE_TAG
+from pipeline.names import NOTE_TAG, RANK_METRIC
+from pipeline.search.confirm import agreement
 from pipeline.search.confirm.candidates import KEY
 from pipeline.search.confirm.racing import Decision, Score
 from pipeline.search.objective import describe
@@ -25,6 +26,8 @@ def record(tracker, parent: str, study_name: str, d: Decision, c: ConfirmSection
                "trainings": float(sum(len(s.values) for s in d.scores)), "rounds": float(len(d.rounds))}
     if KEY in d.chosen:
         metrics["chosen_lambda"] = d.chosen[KEY]
+    if (rank := agreement.search_agreement(d)) is not None:
+        metrics[RANK_METRIC] = rank.rho
     tracker.log_metrics(parent, metrics)
     tracker.set_tags(parent, {"chosen": describe(d.chosen), "select": c.select, "strategy": c.strategy,
                               NOTE_TAG: f"confirm: chose {describe(d.chosen)} ({d.how}); best mean val acc "
@@ -48,10 +51,10 @@ def table(d: Decision):
              "paired_se": None if s.vs_best is None else s.vs_best.se,
              "search_val_accuracy": s.candidate.search_value, "origin": s.candidate.origin, "best": s is d.best,
              "chosen": s.candidate.settings == d.chosen} for s in d.scores]
-    if d.fit is not None and not any(row["chosen"] for row in rows):  # the fit's peak, between candidates
+    if (d.fit or d.multifit) is not None and not any(row["chosen"] for row in rows):  # a peak between candidates
         rows.append({**{k.partition(".")[2]: v for k, v in d.chosen.items()},
-                     "mean": float(d.fit.curve(np.array([d.fit.x]))[0]), "n": 0, "origin": "the fit's peak",
-                     "best": False, "chosen": True})
+                     "mean": float(d.fit.curve(np.array([d.fit.x]))[0]) if d.fit else None, "n": 0,
+                     "origin": "the fit's peak", "best": False, "chosen": True})
     return pd.DataFrame(rows)
 
 
@@ -78,8 +81,19 @@ def decision_md(d: Decision, c: ConfirmSection) -> str:
     for s in sorted(d.scores, key=lambda s: -s.mean):
         vs = "the best" if s.vs_best is None else f"{pct(s.vs_best.diff)} ± {pct(s.vs_best.se)}"
         lines.append(f"| {name(s)} | {len(s.values)} | {pct(s.mean)} ± {pct(s.se)} | {vs} |")
-    lines += ["", "## Why this λ", "", why(d), ""]
+    lines += ["", "## Why this λ" if set(d.chosen) == {KEY} else "## Why these settings", "", why(d), ""]
+    lines += ["## Does the search budget rank like this one?", "", *rank_lines(d, c), ""]
     return "\n".join(lines)
+
+
+def rank_lines(d: Decision, c: ConfirmSection) -> list[str]:
+    """Spearman ρ of the search values against round 1 (and round 1 against the last round, with halving)."""
+    out = agreement.lines(agreement.record(d, c)) or [
+        "Not measured: fewer than three candidates are search trials with a round-1 training "
+        "(spread places candidates between trials)."]
+    if (rounds := agreement.rounds_agreement(d)) is not None:
+        out.append(rounds.line("confirm stage's round 1", "its last round"))
+    return [f"- {x}" for x in out]
 
 
 def why(d: Decision) -> str:
@@ -100,6 +114,11 @@ def why(d: Decision) -> str:
         out.append(f"A quadratic in log10 λ with one offset per round, fitted to every training, has curvature "
                    f"{100 * f.b2:.2f} points per decade²; {where}. It proposes λ = {10 ** f.x:.3g}, "
                    f"{pct(f.peak_gain)} points above the better end of the range by the fit; train-final takes it.")
+    elif d.multifit is not None:
+        curv = ", ".join(f"{k} {100 * b:.2f}" for k, b in d.multifit.curvature.items())
+        out.append(f"Train-final takes {d.how} (curvature in points per decade²: {curv}): {describe(d.chosen)}.")
+    elif d.how.startswith("best mean ("):
+        out.append(f"Train-final takes the {d.how}.")
     return " ".join(out)
 
 

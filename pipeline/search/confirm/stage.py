@@ -18,8 +18,8 @@ import numpy as np
 import optuna
 
 from pipeline.errors import ConfigError, UserError
-from pipeline.names import CLAIM_ATTR, SEARCH_STAGES
-from pipeline.search.confirm import racing, report
+from pipeline.names import CLAIM_ATTR, RANK_ATTR, SEARCH_STAGES
+from pipeline.search.confirm import agreement, halving, racing, report
 from pipeline.search.confirm.candidates import Candidate, choose_candidates, near
 from pipeline.search.confirm.paired import CORRECT_ARTIFACT, CORRECT_ATTR, decode, encode
 from pipeline.search.confirm.racing import Decision, Training, decide, plan
@@ -55,6 +55,7 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         cands, folds, c, seed0 = recorded_plan(study, cfg)
     else:
         c, seed0 = cfg.confirm, cfg.train.seed
+        halving.check(c, cfg.train.cycles)
         folds = c.folds and cfg.data.split == "holdout"
         if folds:
             check_blocks(session, cfg, c.max_rounds)  # before anything is recorded
@@ -68,14 +69,15 @@ def run_confirm(session: Session, cfg: Settings) -> ConfirmResult:
         study.set_user_attr(FOLDS_ATTR, folds)
         study.set_user_attr(PLAN_ATTR, dataclasses.asdict(c) | {"seed": seed0})
         study.set_user_attr(CANDIDATES_ATTR, json.dumps([dataclasses.asdict(x) for x in cands]))
-    context = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds),
+    context = start_stage(session, study, STAGE, cfg, suggester(cands, seed0, c.max_rounds, folds, halving.columns(c)),
                         frozenset({"train.lambda"}), {"confirm.candidates": json.dumps([x.settings for x in cands])})
     context = dataclasses.replace(context, after=record_correctness, enqueued=True)
     used, r, result = 0, 0, None
     while batch := next_rounds(r, len(cands), c, stored(study, cands, seed0)):
         used += sum(len(entrants) for _, entrants in batch)
         study.set_user_attr("n_trials", max(used, study.user_attrs.get("n_trials", 0)))
-        wanted = [pair(cands[i], i, q, seed0, folds) for q, entrants in batch for i in entrants]
+        wanted = [pair(cands[i], i, q, seed0, folds, halving.round_settings(c, q)) for q, entrants in batch
+                  for i in entrants]
 
         def refill(wanted=wanted):  # two workers enqueuing a round at once: each pair's key trains once (the claim)
             enqueue_missing(study, wanted)
@@ -113,9 +115,10 @@ def check_blocks(session: Session, cfg: Settings, rounds: int) -> None:
                           "set confirm.folds = false")
 
 
-def pair(cand: Candidate, i: int, r: int, seed0: int, folds: bool) -> tuple[dict, dict]:
-    """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r; its key."""
-    values = cand.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {})
+def pair(cand: Candidate, i: int, r: int, seed0: int, folds: bool, extra: dict | None = None) -> tuple[dict, dict]:
+    """(Optuna params, user attrs) of candidate i's training in round r: seed seed0 + r, block r (with halving,
+    the round's length); its key."""
+    values = cand.settings | {"train.seed": seed0 + r} | ({"data.val_fold": r} if folds else {}) | (extra or {})
     return {k.partition(".")[2]: v for k, v in values.items()}, {ROUND_ATTR: r, CANDIDATE_ATTR: i,
                                                                   CLAIM_ATTR: pair_key(i, r)}
 
@@ -124,9 +127,9 @@ def pair_key(i: int, r: int) -> str:
     return f"pair {i}/{r}"
 
 
-def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool):
+def suggester(cands: list[Candidate], seed0: int, rounds: int, folds: bool, extra: dict | None = None):
     """Optuna distributions spanning the candidates, so an enqueued pair's values come back as they are."""
-    columns = {key: [cand.settings[key] for cand in cands] for key in cands[0].settings}
+    columns = {key: [cand.settings[key] for cand in cands] for key in cands[0].settings} | (extra or {})
     columns["train.seed"] = [seed0, seed0 + max(rounds - 1, 0)]
     if folds:
         columns["data.val_fold"] = [0, max(rounds - 1, 0)]
@@ -175,6 +178,7 @@ def stored(study: optuna.Study, cands: list[Candidate], seed0: int) -> list[Trai
         settings = trial_settings(t)
         seed = settings.pop("train.seed", seed0)
         settings.pop("data.val_fold", None)
+        settings.pop("train.cycles", None)  # halving: the round's length
         i = t.user_attrs.get(CANDIDATE_ATTR)
         if i is None:  # a trial of an earlier confirm stage: its candidate by its settings
             i = next((j for j, cand in enumerate(cands) if near(settings, cand.settings, 0.0)), None)
@@ -198,6 +202,7 @@ def finish(session: Session, study: optuna.Study, parent: str, cands: list[Candi
     complete = tally(study).running == 0 and racing.complete(len(cands), c, trainings)
     if complete and decision.chosen is not None and CHOSEN_ATTR not in study.user_attrs:
         study.set_user_attr(CHOSEN_ATTR, decision.chosen)
+        study.set_user_attr(RANK_ATTR, agreement.record(decision, c))
     if close and complete and decision.chosen is not None:
         run_once(session, f"close {study.study_name} after {len(trainings)}",
                  lambda: close_run(session, study, parent, decision, c))
