@@ -26,7 +26,7 @@ $(BIN)/.installed: pyproject.toml
 pipeline: $(BIN)/.installed
 	$(BIN)/hpsearch pipeline
 
-## The wide study: PCA-whitened input, m 2800; the whitening's eps searched, λ and η_max set at the final's budget; a 48-epoch final (docs/wide.md)
+## The wide study: PCA-whitened input, m 2800; λ, η_max and the whitening's eps searched, confirmed by successive halving at 24 and 48 epochs; a 48-epoch final (docs/wide.md)
 wide: $(BIN)/.installed
 	$(BIN)/hpsearch pipeline --config-set wide
 
