@@ -28,7 +28,7 @@ def test_pipeline_without_jobs_starts_one_worker_per_core(project, monkeypatch):
 
     asked = []
 
-    def workers(stores, args, jobs, check=lambda: None):
+    def workers(stores, args, jobs, **options):  # check=, env=
         asked.append(jobs)
         raise Started
 
