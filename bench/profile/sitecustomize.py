@@ -76,10 +76,9 @@ def _install() -> None:
         ("pipeline.data.sources", "dataset", "data_loads"),
         ("pipeline.search.stages", "wait_until_settled", "waits"),
         ("pipeline.final.claim", "wait_until_settled", "waits"),
-        ("pipeline.search.confirm", "wait_until_settled", "waits"),
         ("pipeline.search.objective", "Objective.__call__", "tracking"),
         ("pipeline.final.trainings", "train_run", "tracking"),
-        ("pipeline.search.stages", "finish_stage", "tracking"), ("pipeline.search.confirm", "finish", "tracking"),
+        ("pipeline.search.stages", "finish_stage", "tracking"), ("pipeline.search.confirm.stage", "finish", "tracking"),
     ):
         _patch(module, attr, key)
     subprocess.Popen.wait = _timed("child_processes", subprocess.Popen.wait)
